@@ -1,0 +1,118 @@
+"""Command line: `python -m benchmarks [TARGET|list|report] [options]` (what ./reproduce.sh calls)."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from data import dataset_present
+
+from .errors import UsageError
+from .targets import BUDGETS, load_targets, resolve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TARGET = "blcl-table5"
+DEFAULT_RESULTS = os.path.join(ROOT, "results")
+
+
+def default_data_root() -> str:
+    return os.environ.get("CLREPRO_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "clrepro", "data")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2")
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds: give at least one seed")
+    return seeds
+
+
+def _regex(text: str) -> re.Pattern:
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"--filter {text!r} is not a valid regular expression: {e}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reproduce.sh", description="clrepro: reproduce curriculum-learning papers.")
+    p.add_argument("target", nargs="?", default=DEFAULT_TARGET,
+                   help=f"<paper>-<artifact> (e.g. blcl-table4; a bare table4 is BLCL's), a paper, all, "
+                        f"'list' or 'report' (default: {DEFAULT_TARGET})")
+    p.add_argument("--budget", choices=BUDGETS, default="full", help="full = the paper's settings (default)")
+    p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: the target's three)")
+    p.add_argument("--filter", type=_regex, default=None, help="regex over run ids and spec fields (key=value)")
+    p.add_argument("--dry-run", action="store_true", help="print the matrix and what is done; run nothing")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results folder (default: results/)")
+    p.add_argument("--report", default=None, help="report path (default: REPORT.md beside results/)")
+    p.add_argument("--data", default=None, help="dataset root (default: $CLREPRO_DATA, else ~/.cache/clrepro/data)")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    return p
+
+
+def report_path(args) -> str:
+    return args.report or os.path.join(os.path.dirname(os.path.abspath(args.results)), "REPORT.md")
+
+
+def cmd_list(targets, data_root: str) -> None:
+    print(f"{'target':<16} {'runs (full, 3 seeds)':>20}  datasets (present under {data_root})")
+    for t in targets.values():
+        ds = ", ".join(f"{d} [{'present' if dataset_present(d, data_root) else 'missing'}]" for d in t.datasets)
+        print(f"{t.name:<16} {len(t.plans('full')):>20}  {ds}")
+
+
+def cmd_dry_run(plans, results: str) -> None:
+    from .runner import index_results, is_finished
+
+    done = index_results(results)
+    n_done = 0
+    for p in plans:
+        path = done.get(p.run_id)
+        state = "done" if is_finished(path) else ("failed" if path else "todo")
+        n_done += state == "done"
+        s = p.spec
+        print(f"{p.run_id}  {state:<6} {p.target:<14} {p.row:<10} {p.variant:<12} seed={s['seed']} "
+              f"budget={s['budget']} epochs={s['recipe']['epochs']} noise={s['data']['noise']['kind']}:"
+              f"{s['data']['noise']['rate']}")
+    print(f"{len(plans)} runs, {n_done} done, {len(plans) - n_done} to run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    data_root = args.data or default_data_root()
+    try:
+        targets = load_targets()
+        if args.target == "list":
+            cmd_list(targets, data_root)
+            return 0
+        from .report import write_report
+
+        if args.target == "report":
+            write_report(targets, args.results, report_path(args))
+            return 0
+        chosen = resolve(args.target, targets)
+        if not chosen:
+            raise UsageError(f"paper {args.target!r} has no targets yet; known: {', '.join(sorted(targets))}")
+        plans = [p for t in chosen for p in t.plans(args.budget, args.seeds)]
+        if args.filter is not None:
+            plans = [p for p in plans if p.matches(args.filter)]
+        if args.dry_run:
+            cmd_dry_run(plans, args.results)
+            return 0
+        from .runner import resolve_device, run_plans
+
+        try:
+            device = resolve_device(args.device)
+        except RuntimeError as e:
+            raise UsageError(str(e)) from None
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = run_plans(plans, data_root, args.results, device, args.fail_fast)
+    write_report(targets, args.results, report_path(args))
+    print(f"report: {report_path(args)}")
+    return 1 if failed else 0

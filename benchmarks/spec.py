@@ -1,0 +1,31 @@
+"""Run specs: the canonical, hashable description of one training run, and its run id.
+
+A spec holds everything that determines the result (method with all hyper-parameters, model, data and noise,
+recipe after budget overrides, budget name, seed) and nothing that does not (target name, device). The run id is
+the first 12 hex digits of the sha256 of the spec as sorted, compact JSON, so the same run requested by two
+targets is one run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+
+def canonical(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def run_id(spec: dict) -> str:
+    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:12]
+
+
+def flat(spec: dict, prefix: str = "") -> str:
+    """`key=value` pairs of a nested spec, space-separated, for --filter matching."""
+    parts = []
+    for k, v in sorted(spec.items()):
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            parts.append(flat(v, key + "."))
+        else:
+            parts.append(f"{key}={json.dumps(v) if not isinstance(v, str) else v}")
+    return " ".join(parts)

@@ -1,0 +1,236 @@
+"""Targets: one YAML file per paper artifact (benchmarks/targets/<paper>-<artifact>.yaml).
+
+A target holds the run matrix (rows of backbone x dataset x noise rates, each with method variants, times
+seeds), the training recipes, the budgets (`full` = the paper's settings), the published numbers with their
+source, the claims to give a verdict on, and the figures to draw. Everything is validated before anything runs:
+a bad key or value raises UsageError naming it and what is allowed.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from data import NOISE_KINDS, dataset_kind, list_datasets
+from engine import AUGMENTS, check_optimizer, check_schedule
+from methods import config_dict, make_config
+from models import list_models, model_entry
+
+from .errors import UsageError
+from .spec import flat, run_id
+
+TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
+PAPERS = ("blcl", "dataparams", "superloss", "dcd")
+BUDGETS = ("full", "reduced", "smoke")
+FIGURES = ("loss_curves", "quartile_shares")
+TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
+            "budgets", "published", "claims", "figures", "notes"}
+ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants"}
+RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
+BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule"}
+PUBLISHED_KEYS = {"row", "variant", "value", "std", "source", "uncertain"}
+CLAIM_KEYS = {"row", "method", "baseline", "text"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One run of a target: its spec and where it sits in the target's table."""
+
+    target: str
+    row: str
+    variant: str
+    compare_as: str
+    spec: dict = field(hash=False)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.spec)
+
+    def matches(self, pattern: re.Pattern) -> bool:
+        text = f"{self.run_id} target={self.target} row={self.row} variant={self.variant} {flat(self.spec)}"
+        return pattern.search(text) is not None
+
+
+@dataclass
+class Target:
+    raw: dict
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({r["dataset"] for r in self.raw["rows"]})
+
+    def variant(self, name: str) -> dict:
+        return self.raw["variants"][name]
+
+    def compare_as(self, variant: str) -> str:
+        return self.raw["variants"][variant].get("compare_as", variant)
+
+    def plans(self, budget: str = "full", seeds: list[int] | None = None) -> list[Plan]:
+        if budget not in self.raw["budgets"]:
+            raise UsageError(f"target {self.name!r} has no budget {budget!r}; allowed: {sorted(self.raw['budgets'])}")
+        over = self.raw["budgets"][budget] or {}
+        seeds = list(self.raw["seeds"] if seeds is None else seeds)
+        out = []
+        for row in self.raw["rows"]:
+            recipe = dict(self.raw["recipes"][row["recipe"]])
+            recipe.update({k: v for k, v in over.items() if k in RECIPE_KEYS})
+            model = _model_spec(row["model"])
+            for rate in row["noise"]["rates"]:
+                data = {"dataset": row["dataset"],
+                        "noise": {"kind": row["noise"]["kind"] if rate else "none", "rate": float(rate)},
+                        "train_subset": over.get("train_subset"), "test_subset": over.get("test_subset")}
+                for v in row["variants"]:
+                    params = {k: x for k, x in self.variant(v).items() if k not in ("method", "compare_as")}
+                    method = {"name": self.variant(v)["method"],
+                              **config_dict(make_config(self.variant(v)["method"], params))}
+                    for seed in seeds:
+                        spec = {"budget": budget, "data": data, "method": method, "model": model, "recipe": recipe,
+                                "seed": int(seed)}
+                        out.append(Plan(self.name, row["id"], v, self.compare_as(v), spec))
+        return out
+
+
+def _model_spec(model: dict) -> dict:
+    """The model's name plus every option with its default filled in, so defaults are part of the run id."""
+    entry = model_entry(model["name"])
+    sig = inspect.signature(entry.fn)
+    full = {p: sig.parameters[p].default for p in entry.options()}
+    full.update({k: v for k, v in model.items() if k != "name"})
+    return {"name": model["name"], **{k: list(v) if isinstance(v, tuple) else v for k, v in sorted(full.items())}}
+
+
+def _keys(where: str, d, allowed: set[str], required: set[str] = frozenset()) -> None:
+    if not isinstance(d, dict):
+        raise UsageError(f"{where}: expected a mapping, got {type(d).__name__}")
+    bad = sorted(set(d) - allowed)
+    if bad:
+        raise UsageError(f"{where}: unknown key {bad[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(d))
+    if missing:
+        raise UsageError(f"{where}: missing key {missing[0]!r}")
+
+
+def validate(raw: dict, path: str) -> None:
+    w = os.path.basename(path)
+    _keys(w, raw, TOP_KEYS, {"name", "paper", "artifact", "title", "seeds", "variants", "recipes", "rows", "budgets"})
+    if raw["paper"] not in PAPERS:
+        raise UsageError(f"{w}: paper {raw['paper']!r}; allowed: {', '.join(PAPERS)}")
+    if not re.fullmatch(rf"{raw['paper']}-[a-z0-9-]+", raw["name"]):
+        raise UsageError(f"{w}: name {raw['name']!r} must read <paper>-<artifact>, e.g. {raw['paper']}-table1")
+    if not raw["seeds"] or not all(isinstance(s, int) for s in raw["seeds"]):
+        raise UsageError(f"{w}: seeds must be a non-empty list of integers")
+    for name, v in raw["variants"].items():
+        _keys(f"{w}: variants.{name}", v, set(v) | {"method"}, {"method"})
+        params = {k: x for k, x in v.items() if k not in ("method", "compare_as")}
+        try:
+            make_config(v["method"], params)
+        except (KeyError, ValueError, TypeError) as e:
+            raise UsageError(f"{w}: variants.{name}: {e.args[0] if e.args else e}") from None
+    for name, r in raw["recipes"].items():
+        _check_recipe(f"{w}: recipes.{name}", r, RECIPE_KEYS, {"epochs", "batch_size", "optimizer", "schedule"})
+    for b, over in raw["budgets"].items():
+        if b not in BUDGETS:
+            raise UsageError(f"{w}: budget {b!r}; allowed: {', '.join(BUDGETS)}")
+        _check_recipe(f"{w}: budgets.{b}", over or {}, BUDGET_KEYS, set())
+    if "full" not in raw["budgets"]:
+        raise UsageError(f"{w}: budgets must include 'full' (the paper's settings)")
+    ids = set()
+    for i, row in enumerate(raw["rows"]):
+        where = f"{w}: rows[{i}]"
+        _keys(where, row, ROW_KEYS, ROW_KEYS - {"label"})
+        ids.add(row["id"])
+        _keys(f"{where}.model", row["model"], {"name"} | set(row["model"]), {"name"})
+        try:
+            entry = model_entry(row["model"]["name"])
+        except KeyError as e:
+            raise UsageError(f"{where}.model: {e.args[0]}") from None
+        bad = sorted(set(row["model"]) - {"name"} - entry.options())
+        if bad:
+            raise UsageError(f"{where}.model: {entry.name} has no option {bad[0]!r}; allowed: {sorted(entry.options())}")
+        if row["dataset"] not in list_datasets():
+            raise UsageError(f"{where}: unknown dataset {row['dataset']!r}; known: {', '.join(list_datasets())}")
+        if entry.input_kind != dataset_kind(row["dataset"]):
+            raise UsageError(f"{where}: model {entry.name} reads {entry.input_kind} data, {row['dataset']} is "
+                             f"{dataset_kind(row['dataset'])}")
+        _keys(f"{where}.noise", row["noise"], {"kind", "rates"}, {"kind", "rates"})
+        if row["noise"]["kind"] not in NOISE_KINDS:
+            raise UsageError(f"{where}.noise: kind {row['noise']['kind']!r}; allowed: {', '.join(NOISE_KINDS)}")
+        if not all(isinstance(r, (int, float)) and 0 <= r <= 1 for r in row["noise"]["rates"]):
+            raise UsageError(f"{where}.noise: rates must be numbers in [0, 1], got {row['noise']['rates']!r}")
+        if row["recipe"] not in raw["recipes"]:
+            raise UsageError(f"{where}: unknown recipe {row['recipe']!r}; known: {', '.join(raw['recipes'])}")
+        for v in row["variants"]:
+            if v not in raw["variants"]:
+                raise UsageError(f"{where}: unknown variant {v!r}; known: {', '.join(raw['variants'])}")
+    names = set(raw["variants"]) | {v.get("compare_as", k) for k, v in raw["variants"].items()}
+    for i, p in enumerate(raw.get("published", [])):
+        _keys(f"{w}: published[{i}]", p, PUBLISHED_KEYS, {"row", "variant", "value", "source"})
+        if p["row"] not in ids or p["variant"] not in names:
+            raise UsageError(f"{w}: published[{i}] names row {p['row']!r} / variant {p['variant']!r}; "
+                             f"rows: {sorted(ids)}, variants: {sorted(names)}")
+    for i, c in enumerate(raw.get("claims", [])):
+        _keys(f"{w}: claims[{i}]", c, CLAIM_KEYS, {"row", "method", "baseline"})
+        if c["row"] not in ids or c["method"] not in names or c["baseline"] not in names:
+            raise UsageError(f"{w}: claims[{i}] names an unknown row or variant; rows: {sorted(ids)}, "
+                             f"variants: {sorted(names)}")
+    for f in raw.get("figures", []):
+        if f not in FIGURES:
+            raise UsageError(f"{w}: figure {f!r}; allowed: {', '.join(FIGURES)}")
+
+
+def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) -> None:
+    _keys(where, r, allowed, required)
+    try:
+        if "optimizer" in r:
+            check_optimizer(r["optimizer"])
+        if "schedule" in r:
+            check_schedule(r["schedule"])
+    except ValueError as e:
+        raise UsageError(f"{where}: {e}") from None
+    if "augment" in r and r["augment"] not in AUGMENTS:
+        raise UsageError(f"{where}: augment {r['augment']!r}; allowed: {', '.join(AUGMENTS)}")
+    for k in ("epochs", "batch_size", "train_subset", "test_subset"):
+        if k in r and r[k] is not None and (not isinstance(r[k], int) or r[k] < 1):
+            raise UsageError(f"{where}: {k} must be a positive integer, got {r[k]!r}")
+
+
+def load_target(path: str) -> Target:
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {e}") from None
+    validate(raw, path)
+    return Target(raw, path)
+
+
+def load_targets(directory: str = TARGET_DIR) -> dict[str, Target]:
+    out = {}
+    for fn in sorted(os.listdir(directory)):
+        if fn.endswith(".yaml"):
+            t = load_target(os.path.join(directory, fn))
+            if t.name in out or t.name != fn[: -len(".yaml")]:
+                raise UsageError(f"{fn}: target name {t.name!r} must equal the file name and be unique")
+            out[t.name] = t
+    return out
+
+
+def resolve(name: str, targets: dict[str, Target]) -> list[Target]:
+    """`blcl-table4`, a bare `table4` (BLCL's), a paper name (all its targets) or `all`."""
+    if name == "all":
+        return list(targets.values())
+    if name in PAPERS:
+        return [t for t in targets.values() if t.raw["paper"] == name]
+    for cand in (name, f"blcl-{name}"):
+        if cand in targets:
+            return [targets[cand]]
+    raise UsageError(f"unknown target {name!r}; known: {', '.join(sorted(targets))}, a paper name "
+                     f"({', '.join(PAPERS)}) or all")

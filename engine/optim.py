@@ -1,0 +1,60 @@
+"""Optimizers and per-epoch learning-rate schedules from recipe dicts (registries, torch implementations)."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adadelta": torch.optim.Adadelta}
+
+
+def _constant(opt, epochs):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+
+
+def _multistep(opt, epochs, milestones, gamma=0.1):
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
+
+
+def _cosine(opt, epochs, eta_min=0.0):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=eta_min)
+
+
+def _exponential(opt, epochs, gamma):
+    return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+
+
+SCHEDULES = {"constant": _constant, "multistep": _multistep, "cosine": _cosine, "exponential": _exponential}
+
+
+def _check(kind: str, name: str, table: dict, fn, kwargs: dict, skip: set[str]) -> None:
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
+    params = set(inspect.signature(fn).parameters) - skip
+    bad = sorted(set(kwargs) - params)
+    if bad:
+        raise ValueError(f"{kind} {name!r} has no option {bad}; allowed: {sorted(params)}")
+
+
+def check_optimizer(cfg: dict) -> None:
+    kw = {k: v for k, v in cfg.items() if k != "name"}
+    _check("optimizer", cfg.get("name", ""), OPTIMIZERS, OPTIMIZERS.get(cfg.get("name"), lambda: 0), kw,
+           {"params", "self"})
+
+
+def check_schedule(cfg: dict) -> None:
+    kw = {k: v for k, v in cfg.items() if k != "name"}
+    _check("schedule", cfg.get("name", ""), SCHEDULES, SCHEDULES.get(cfg.get("name"), lambda: 0), kw,
+           {"opt", "epochs"})
+
+
+def build_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
+    check_optimizer(cfg)
+    kw = {k: v for k, v in cfg.items() if k != "name"}
+    return OPTIMIZERS[cfg["name"]](params, **kw)
+
+
+def build_schedule(cfg: dict, opt: torch.optim.Optimizer, epochs: int):
+    check_schedule(cfg)
+    kw = {k: v for k, v in cfg.items() if k != "name"}
+    return SCHEDULES[cfg["name"]](opt, epochs, **kw)
