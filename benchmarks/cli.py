@@ -9,7 +9,7 @@ import sys
 from data import dataset_present
 
 from .errors import UsageError
-from .targets import BUDGETS, load_targets, resolve
+from .targets import BUDGETS, TARGET_DIR, load_targets, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TARGET = "blcl-table5"
@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report path (default: REPORT.md beside results/)")
     p.add_argument("--data", default=None, help="dataset root (default: $CLREPRO_DATA, else ~/.cache/clrepro/data)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    p.add_argument("--targets", default=TARGET_DIR, help="folder of target YAML files (default: benchmarks/targets)")
     return p
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     data_root = args.data or default_data_root()
     try:
-        targets = load_targets()
+        targets = load_targets(args.targets)
         if args.target == "list":
             cmd_list(targets, data_root)
             return 0

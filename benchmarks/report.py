@@ -1,3 +1,217 @@
-"""Placeholder replaced below."""
-def write_report(targets, results, path):
-    pass
+"""The aggregator: rewrites REPORT.md and the figures from result JSONs alone (never a live run).
+
+For every target and budget it tabulates published vs measured accuracy (mean +- sample std over seeds, n),
+their difference, and gives a verdict per claim from the seeds' uncertainty: the method's gain over its baseline
+with a Welch 95% interval. Cells never run say "not run". Budget, seeds and device are stated with every table
+and figure.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+
+import pandas as pd
+
+from .runner import index_results, read_json
+from .spec import canonical
+from .targets import BUDGETS, Target
+
+FIG_DIR = "figures"
+
+
+def cell_key(spec: dict) -> str:
+    """Everything but the seed: the runs of one table cell."""
+    return canonical({k: v for k, v in spec.items() if k != "seed"})
+
+
+def load_records(results: str) -> dict[str, list[dict]]:
+    """cell key -> result records (all statuses), read from results/runs/*/*.json."""
+    cells: dict[str, list[dict]] = defaultdict(list)
+    for path in index_results(results).values():
+        rec = read_json(path)
+        cells[cell_key(rec["spec"])].append(rec)
+    for recs in cells.values():
+        recs.sort(key=lambda r: r["spec"]["seed"])
+    return cells
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std, n
+
+
+def fmt_cell(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    mean, std, n = _stats(values)
+    return f"{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{mean:.2f} (n=1)"
+
+
+def gain_interval(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
+    """Mean of a minus mean of b with a Welch 95% interval; None with fewer than 2 runs on a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    ma, sa, na = _stats(a)
+    mb, sb, nb = _stats(b)
+    va, vb = sa**2 / na, sb**2 / nb
+    se = math.sqrt(va + vb)
+    gain = ma - mb
+    if se == 0:
+        return gain, gain, gain
+    df = (va + vb) ** 2 / ((va**2 / (na - 1) if va else 0) + (vb**2 / (nb - 1) if vb else 0))
+    half = stats.t.ppf(0.975, df) * se
+    return gain, gain - half, gain + half
+
+
+def verdict(published_gain: float | None, interval: tuple[float, float, float] | None, n_a: int, n_b: int) -> str:
+    if n_a == 0 or n_b == 0:
+        return "not run"
+    if interval is None:
+        return "too few runs for a verdict (need 2+ seeds per side)"
+    gain, lo, hi = interval
+    within = published_gain is not None and lo <= published_gain <= hi
+    if lo > 0:
+        return "reproduced: gain significant, size consistent" if within else \
+            "gain reproduced (significant), size differs from published"
+    if hi < 0:
+        return "contradicted: the method is significantly worse"
+    return ("not significant: gain indistinguishable from zero" +
+            ("; the published gain lies within the interval" if within else "; the published gain lies outside"))
+
+
+def _accs(recs: list[dict]) -> list[float]:
+    return [r["final_test_acc"] for r in recs if r["status"] == "ok"]
+
+
+def _devices(recs: list[dict]) -> list[str]:
+    return sorted({r["provenance"]["device"] for r in recs})
+
+
+def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str) -> str:
+    raw = t.raw
+    out = [f"## {t.name}: {raw['title']}", "",
+           f"Source: {raw.get('source', raw['artifact'])}. Published aggregation: {raw.get('aggregation', 'n/a')}.",
+           ""]
+    if raw.get("notes"):
+        out += [raw["notes"].strip(), ""]
+    published = {(p["row"], p["variant"]): p for p in raw.get("published", [])}
+    labels = {r["id"]: r.get("label", r["id"]) for r in raw["rows"]}
+    for budget in BUDGETS:
+        if budget not in raw["budgets"]:
+            continue
+        plans = t.plans(budget)
+        by_cell: dict[tuple, list[dict]] = {}
+        for p in plans:
+            by_cell.setdefault((p.row, p.variant, p.compare_as, p.spec["data"]["noise"]["rate"]),
+                               cells.get(cell_key(p.spec), []))
+        recs_all = [r for rs in by_cell.values() for r in rs]
+        if not recs_all and budget != "full":
+            continue
+        seeds = sorted({r["spec"]["seed"] for r in recs_all})
+        devices = _devices(recs_all)
+        epochs = sorted({p.spec["recipe"]["epochs"] for p in plans})
+        out += [f"### Budget `{budget}`" + (" (the paper's settings)" if budget == "full" else ""), "",
+                f"Seeds run: {', '.join(map(str, seeds)) or 'none'}; device: {'; '.join(devices) or 'n/a'}; "
+                f"epochs: {', '.join(map(str, epochs))}. Accuracy is the test accuracy (%) after the last epoch.",
+                ""]
+        if budget != "full":
+            out += ["*Not the paper's setting: these numbers say that the pipeline runs, not whether the paper "
+                    "reproduces; verdicts are given at the full budget only.*", ""]
+        out += ["| Row | Method | Published | Measured | Measured − published | Teacher (measured) | Time per run |",
+                "|---|---|---|---|---|---|---|"]
+        for (row, variant, comp, rate), recs in by_cell.items():
+            pub = published.get((row, comp))
+            pub_s = "—" if pub is None else f"{pub['value']:.2f}" + (" (alignment uncertain)" if pub.get("uncertain") else "")
+            accs = _accs(recs)
+            diff = "—" if (pub is None or not accs) else f"{_stats(accs)[0] - pub['value']:+.2f}"
+            teacher = [r["extras"].get("teacher_final_test_acc") for r in recs if r["status"] == "ok"]
+            teacher = [x for x in teacher if x is not None]
+            wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
+            meas = fmt_cell(accs)
+            bad = [r["status"] for r in recs if r["status"] != "ok"]
+            if bad:
+                meas += f" [{', '.join(sorted(set(bad)))}: {len(bad)}]"
+            name = variant if variant == comp else f"{variant} (as {comp})"
+            rowname = labels[row] + (f", noise {rate:g}" if rate else "")
+            out.append(f"| {rowname} | {name} | {pub_s} | {meas} | {diff} | {fmt_cell(teacher) if teacher else '—'} "
+                       f"| {f'{sum(wall) / len(wall):.0f} s' if wall else '—'} |")
+        out.append("")
+        claims = raw.get("claims", []) if budget == "full" else []
+        if claims:
+            out += ["| Claim | Variant | Published gain | Measured gain [95% interval] | Verdict |", "|---|---|---|---|---|"]
+            for c in claims:
+                base = [rs for (row, v, comp, _), rs in by_cell.items() if row == c["row"] and v == c["baseline"]]
+                base = base[0] if base else []
+                for (row, v, comp, _), recs in by_cell.items():
+                    if row != c["row"] or comp != c["method"]:
+                        continue
+                    pm, pb = published.get((row, c["method"])), published.get((row, c["baseline"]))
+                    pg = pm["value"] - pb["value"] if pm and pb else None
+                    a, b = _accs(recs), _accs(base)
+                    iv = gain_interval(a, b)
+                    meas = "—" if iv is None else f"{iv[0]:+.2f} [{iv[1]:+.2f}, {iv[2]:+.2f}]"
+                    out.append(f"| {c.get('text', c['method'] + ' vs ' + c['baseline'])} | {v} vs {c['baseline']} "
+                               f"| {'—' if pg is None else f'{pg:+.2f}'} | {meas} | {verdict(pg, iv, len(a), len(b))} |")
+            out.append("")
+        if recs_all:
+            from .figures import draw
+
+            for fig in raw.get("figures", []):
+                rel = draw(fig, t, budget, by_cell, labels, os.path.join(results, FIG_DIR, t.name), devices)
+                if rel:
+                    out += [f"![{fig} ({budget})]({os.path.relpath(rel, report_dir)})", ""]
+    return "\n".join(out)
+
+
+def write_report(targets: dict[str, Target], results: str, path: str) -> str:
+    cells = load_records(results)
+    report_dir = os.path.dirname(os.path.abspath(path))
+    parts = ["# clrepro reproduction report", "",
+             "Generated from the result JSONs under `results/runs/` by `./reproduce.sh report` (also after every "
+             "run); do not edit by hand. Every number below comes from a run recorded there, with its budget, "
+             "seeds and device; a cell never run says \"not run\". Verdicts compare the measured gain of a method "
+             "over its baseline (Welch 95% interval over seeds) with the published gain.", ""]
+    parts += ["| Target | Artifact | Full-budget runs done |", "|---|---|---|"]
+    for t in targets.values():
+        plans = t.plans("full")
+        done = sum(1 for p in plans if any(r["spec"]["seed"] == p.spec["seed"] and r["status"] in ("ok", "diverged")
+                                           for r in cells.get(cell_key(p.spec), [])))
+        parts.append(f"| [{t.name}](#{t.name}) | {t.raw['paper'].upper()} {t.raw['artifact']} | {done} / {len(plans)} |")
+    parts.append("")
+    for t in targets.values():
+        parts += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir), ""]
+    text = "\n".join(parts).rstrip() + "\n"
+    os.makedirs(report_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=report_dir, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return text
+
+
+def history_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.DataFrame:
+    """Long table of per-epoch history over the ok runs: row, variant, seed, epoch and every scalar metric."""
+    rows = []
+    for (row, variant, _comp, rate), recs in by_cell.items():
+        for r in recs:
+            if r["status"] != "ok":
+                continue
+            for h in r["history"]:
+                base = {"row": labels[row] + (f", noise {rate:g}" if rate else ""), "variant": variant,
+                        "seed": r["spec"]["seed"], "epoch": h["epoch"]}
+                base.update({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"})
+                for q, share in enumerate(h.get("quartile_share", [])):
+                    base[f"q{q + 1}"] = share
+                rows.append(base)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell", "history_frame",
+           "json"]

@@ -121,6 +121,10 @@ def _keys(where: str, d, allowed: set[str], required: set[str] = frozenset()) ->
 def validate(raw: dict, path: str) -> None:
     w = os.path.basename(path)
     _keys(w, raw, TOP_KEYS, {"name", "paper", "artifact", "title", "seeds", "variants", "recipes", "rows", "budgets"})
+    for key, typ in (("variants", dict), ("recipes", dict), ("budgets", dict), ("rows", list), ("seeds", list),
+                     ("published", list), ("claims", list), ("figures", list)):
+        if key in raw and not isinstance(raw[key], typ):
+            raise UsageError(f"{w}: {key} must be a {'mapping' if typ is dict else 'list'}")
     if raw["paper"] not in PAPERS:
         raise UsageError(f"{w}: paper {raw['paper']!r}; allowed: {', '.join(PAPERS)}")
     if not re.fullmatch(rf"{raw['paper']}-[a-z0-9-]+", raw["name"]):
@@ -213,6 +217,8 @@ def load_target(path: str) -> Target:
 
 
 def load_targets(directory: str = TARGET_DIR) -> dict[str, Target]:
+    if not os.path.isdir(directory):
+        raise UsageError(f"targets folder {directory!r} does not exist")
     out = {}
     for fn in sorted(os.listdir(directory)):
         if fn.endswith(".yaml"):

@@ -67,15 +67,21 @@ class BLCL(Method):
         base: Literal["ce", "mse"] = "ce"
         teacher_probs: Literal["before_update", "after_update"] = "before_update"
 
+        def __post_init__(self):
+            if not isinstance(self.r, (int, float)) or isinstance(self.r, bool) or self.r < 0:
+                raise ValueError(f"r={self.r!r}: the exponent must be a number >= 0")
+
     def train_step(self, batch: Batch, ctx: StepContext) -> StepOut:
         teacher, student = ctx.nets["teacher"], ctx.nets["student"]
         t_logits = teacher(batch.x)
         t_loss = F.cross_entropy(t_logits, batch.y, reduction="none")
         probs = F.softmax(t_logits.detach(), dim=1)
         ctx.update("teacher", t_loss.mean())
-        if self.cfg.teacher_probs == "after_update":
+        if self.cfg.teacher_probs == "after_update":  # a prediction: eval mode (no dropout, BN running stats)
+            teacher.eval()
             with torch.no_grad():
                 probs = F.softmax(teacher(batch.x), dim=1)
+            teacher.train()
         s_logits = student(batch.x)
         s_loss = blcl_loss(s_logits, probs, batch.y, self.cfg.r, self.cfg.reading, self.cfg.base)
         ctx.update("student", s_loss.mean())

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# clrepro entry point.
+#   ./reproduce.sh [TARGET] [options]   run a target (default: blcl-table5), then rewrite REPORT.md
+#   ./reproduce.sh list | report        list targets / rewrite REPORT.md from results/
+#   ./reproduce.sh test [pytest args]   the test suite (what .ci/run calls)
+# On first use it builds .venv from requirements.txt. To use an existing interpreter instead (a GPU image with
+# torch already installed, no venv): CLREPRO_PYTHON=python3 ./reproduce.sh ...
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ -z "${CLREPRO_DATA:-}" && -d ../shared/data ]]; then
+  export CLREPRO_DATA="$(cd ../shared/data && pwd)"   # this project's machines and CI keep real data there
+fi
+
+python_for_run() {
+  if [[ -n "${CLREPRO_PYTHON:-}" ]]; then
+    echo "$CLREPRO_PYTHON"
+    return
+  fi
+  local stamp=".venv/.requirements.sha256" want
+  want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+  if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "setting up .venv from requirements.txt (once; log in .venv/install.log) ..." >&2
+    python3 -m venv .venv
+    if ! .venv/bin/python -m pip install -r requirements.txt > .venv/install.log 2>&1; then
+      tail -n 20 .venv/install.log >&2
+      echo "error: installing requirements.txt failed (full log: .venv/install.log)" >&2
+      exit 2
+    fi
+    echo "$want" > "$stamp"
+  fi
+  echo ".venv/bin/python"
+}
+
+PY="$(python_for_run)"
+if [[ "${1:-}" == "test" ]]; then
+  shift
+  exec "$PY" -m pytest -q tests "$@"
+fi
+exec "$PY" -m benchmarks "$@"
