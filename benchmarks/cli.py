@@ -13,6 +13,7 @@ from .targets import BUDGETS, TARGET_DIR, load_targets, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TARGET = "blcl-table5"
+DEFAULT_BUDGET = "reduced"  # with no target named: a real run short enough for a CPU (about 10 minutes)
 DEFAULT_RESULTS = os.path.join(ROOT, "results")
 
 
@@ -39,10 +40,11 @@ def _regex(text: str) -> re.Pattern:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reproduce.sh", description="clrepro: reproduce curriculum-learning papers.")
-    p.add_argument("target", nargs="?", default=DEFAULT_TARGET,
+    p.add_argument("target", nargs="?", default=None,
                    help=f"<paper>-<artifact> (e.g. blcl-table4; a bare table4 is BLCL's), a paper, all, "
-                        f"'list' or 'report' (default: {DEFAULT_TARGET})")
-    p.add_argument("--budget", choices=BUDGETS, default="full", help="full = the paper's settings (default)")
+                        f"'list' or 'report' (default: {DEFAULT_TARGET} at budget {DEFAULT_BUDGET})")
+    p.add_argument("--budget", choices=BUDGETS, default=None,
+                   help=f"full = the paper's settings (default when a target is named; {DEFAULT_BUDGET} when not)")
     p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: the target's three)")
     p.add_argument("--filter", type=_regex, default=None, help="regex over run ids and spec fields (key=value)")
     p.add_argument("--dry-run", action="store_true", help="print the matrix and what is done; run nothing")
@@ -84,6 +86,8 @@ def cmd_dry_run(plans, results: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.budget = args.budget or ("full" if args.target else DEFAULT_BUDGET)
+    args.target = args.target or DEFAULT_TARGET
     data_root = args.data or default_data_root()
     try:
         targets = load_targets(args.targets)

@@ -1,0 +1,81 @@
+"""Runner contract: run ids are hashes of canonical specs, finished runs are never rerun or overwritten (also
+when another target made them), failed runs are retried with the old record kept, writes are atomic."""
+import glob
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import ROOT
+from benchmarks.runner import index_results, run_plans, write_atomic
+from benchmarks.spec import canonical, run_id
+from benchmarks.schema import problems
+from benchmarks.targets import Plan, load_targets
+
+TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
+
+
+def smoke_plan(seed=0, variant="erm"):
+    return [p for p in TARGETS["blcl-table5"].plans("smoke", seeds=[seed]) if p.variant == variant][0]
+
+
+def test_run_id_is_short_sha256_of_sorted_json():
+    p = smoke_plan()
+    assert p.run_id == hashlib.sha256(json.dumps(p.spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    shuffled = dict(reversed(list(p.spec.items())))
+    assert run_id(shuffled) == p.run_id and canonical(shuffled) == canonical(p.spec)
+    assert smoke_plan(seed=1).run_id != p.run_id
+    assert "target" not in p.spec  # the same spec from two targets is one run
+
+
+def test_spec_has_every_default():
+    p = smoke_plan(variant="blcl-label")
+    assert p.spec["method"] == {"name": "blcl", "r": 1.5, "reading": "label", "base": "ce",
+                                "teacher_probs": "before_update"}
+    assert p.spec["model"] == {"name": "wordcnn", "dropout": 0.5, "embed_dim": 300, "maps": 100, "max_norm": 3.0,
+                               "widths": [3, 4, 5]}
+    assert p.spec["recipe"]["epochs"] == 1 and p.spec["data"]["train_subset"] == 256
+    assert p.compare_as == "blcl"
+    full = [q for q in TARGETS["blcl-table5"].plans("full") if q.variant == "blcl-label"][0]
+    assert full.spec["recipe"]["epochs"] == 10 and full.spec["data"]["train_subset"] is None
+
+
+def test_failed_run_is_retried_and_old_record_kept(tmp_path, data_root):
+    plan = smoke_plan()
+    path = tmp_path / "runs" / plan.target / f"{plan.run_id}.json"
+    write_atomic(str(path), {"run_id": plan.run_id, "status": "failed", "error": "old"})
+    assert run_plans([plan], data_root, str(tmp_path), torch.device("cpu")) == 0
+    assert json.load(open(path))["status"] == "ok"
+    assert json.load(open(tmp_path / "runs" / plan.target / f"{plan.run_id}.failed-1.json"))["error"] == "old"
+    assert list(index_results(str(tmp_path))) == [plan.run_id]  # archived records are not results
+
+
+def test_finished_run_of_another_target_is_reused(tmp_path, data_root):
+    plan = smoke_plan()
+    other = tmp_path / "runs" / "blcl-other" / f"{plan.run_id}.json"
+    write_atomic(str(other), {"run_id": plan.run_id, "status": "ok", "marker": 1})
+    before = open(other, "rb").read()
+    assert run_plans([plan], data_root, str(tmp_path), torch.device("cpu")) == 0
+    assert open(other, "rb").read() == before
+    assert not (tmp_path / "runs" / plan.target).exists()
+
+
+def test_an_exception_is_a_failed_record_not_a_crash(tmp_path):
+    base = smoke_plan()
+    spec = json.loads(json.dumps(base.spec))
+    spec["data"]["dataset"] = "nosuch"  # load_dataset raises: recorded as failed, the matrix goes on
+    plan = Plan(base.target, base.row, base.variant, base.compare_as, spec)
+    assert run_plans([plan], str(tmp_path), str(tmp_path / "res"), torch.device("cpu")) == 1
+    rec = json.load(open(tmp_path / "res" / "runs" / plan.target / f"{plan.run_id}.json"))
+    assert rec["status"] == "failed" and "nosuch" in rec["error"] and rec["final_test_acc"] is None
+    assert problems(rec) == []
+
+
+def test_write_atomic_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "runs" / "t" / "abc.json"
+    with pytest.raises(TypeError):
+        write_atomic(str(target), {"bad": object()})
+    assert not target.exists()
+    assert glob.glob(str(tmp_path / "runs" / "t" / "*")) == []
