@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
+import math
 import os
 import re
 import tempfile
@@ -52,12 +53,24 @@ def is_finished(path: str | None) -> bool:
         return False
 
 
+def finite(obj):
+    """Non-finite floats (a diverged run's losses) become null, so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_atomic(path: str, obj: dict) -> None:
+    obj = finite(obj)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
+            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -8,9 +8,9 @@ TOP = {"schema_version": int, "run_id": str, "target": str, "row": str, "variant
        "spec": dict, "status": str, "error": (str, type(None)), "final_test_acc": (float, int, type(None)),
        "best_test_acc": (float, int, type(None)), "history": list, "extras": dict, "provenance": dict}
 SPEC = {"budget": str, "data": dict, "method": dict, "model": dict, "recipe": dict, "seed": int}
-EPOCH = {"epoch": int, "lr": (float, int), "train_loss": (float, int), "train_ce": (float, int),
-         "train_acc": (float, int), "test_loss": (float, int), "test_acc": (float, int), "seconds": (float, int),
-         "quartile_share": list, "quartile_share_ce": list}
+NUM = (float, int, type(None))  # null: a non-finite value of a diverged run
+EPOCH = {"epoch": int, "lr": (float, int), "train_loss": NUM, "train_ce": NUM, "train_acc": NUM, "test_loss": NUM,
+         "test_acc": NUM, "seconds": (float, int), "quartile_share": list, "quartile_share_ce": list}
 PROVENANCE = {"git_sha": (str, type(None)), "git_dirty": (bool, type(None)), "python": str, "torch": str,
               "torchvision": str, "cuda": (str, type(None)), "device": str, "host": str, "start": str, "end": str,
               "wall_seconds": (float, int)}

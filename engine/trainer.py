@@ -76,9 +76,11 @@ def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: to
 class _Context:
     """The engine side of `methods.base.StepContext`."""
 
-    def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]):
+    def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 noisy_mask: torch.Tensor):
         self.nets = nets
         self.optimizers = optimizers
+        self.noisy_mask = noisy_mask  # for per-epoch analysis only (e.g. Data Parameters Fig. 4), never training
         self.epoch = 0
         self.progress = 0.0
 
@@ -132,7 +134,7 @@ def train(spec: dict, splits: Splits, device: torch.device,
     epochs = recipe["epochs"]
     optimizers = {r: build_optimizer(recipe["optimizer"], nets[r].parameters()) for r in method.roles}
     schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in method.roles}
-    ctx = _Context(nets, optimizers)
+    ctx = _Context(nets, optimizers, data.noisy_mask)
     augment = AUGMENTS[recipe.get("augment", "none")]
     g_order = torch.Generator().manual_seed(seed)
     g_aug = torch.Generator(device=device).manual_seed(seed)

@@ -34,6 +34,7 @@ class StepContext(Protocol):
     nets: dict[str, nn.Module]
     epoch: int  # 0-based
     progress: float  # fraction of all training steps done before this one, in [0, 1)
+    noisy_mask: torch.Tensor  # which training labels were corrupted: for per-epoch analysis only, never training
 
     def update(self, role: str, loss: torch.Tensor) -> None:
         """zero_grad, backward `loss`, apply the model's constraints and step the optimizer of `role`."""

@@ -79,3 +79,9 @@ def test_write_atomic_leaves_nothing_on_error(tmp_path):
         write_atomic(str(target), {"bad": object()})
     assert not target.exists()
     assert glob.glob(str(tmp_path / "runs" / "t" / "*")) == []
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    p = tmp_path / "r.json"
+    write_atomic(str(p), {"history": [{"train_loss": float("nan"), "test_loss": float("inf"), "lr": 0.1}]})
+    assert json.loads(p.read_text()) == {"history": [{"train_loss": None, "test_loss": None, "lr": 0.1}]}
