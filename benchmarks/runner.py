@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 import time
 import traceback
@@ -86,6 +87,40 @@ def _archive_failed(path: str) -> None:
     os.replace(path, f"{path[:-5]}.failed-{k}.json")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire(lock: str) -> bool:
+    """Claim a run for this process (<run_id>.lock holding pid@host); a lock left by a dead local process is
+    taken over. Lets several workers share one results folder without running the same spec twice."""
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid, host = open(lock).read().split("@", 1)
+                stale = host == socket.gethostname() and not _alive(int(pid))
+            except (OSError, ValueError):
+                stale = False
+            if not stale:
+                return False
+            os.unlink(lock)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return True
+    return False
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,6 +169,13 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
     failed = 0
     bar = tqdm(todo, desc="runs", unit="run", dynamic_ncols=True)
     for plan in bar:
+        lock = os.path.join(results, "runs", plan.target, f"{plan.run_id}.lock")
+        if not acquire(lock):
+            tqdm.write(f"[skip] {plan.run_id} is running in another process")
+            continue
+        if is_finished(index_results(results).get(plan.run_id)):  # finished by another process meanwhile
+            os.unlink(lock)
+            continue
         epochs = tqdm(total=plan.spec["recipe"]["epochs"], desc=f"{plan.run_id} {plan.variant}", unit="ep",
                       leave=False, dynamic_ncols=True)
 
@@ -141,7 +183,10 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
             epochs.set_postfix(test_acc=f"{rec['test_acc']:.2f}", loss=f"{rec['train_loss']:.3f}")
             epochs.update(1)
 
-        rec = execute(plan, data_root, results, device, env, cache, on_epoch)
+        try:
+            rec = execute(plan, data_root, results, device, env, cache, on_epoch)
+        finally:
+            os.unlink(lock)
         epochs.close()
         acc = rec.get("final_test_acc")
         tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "

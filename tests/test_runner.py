@@ -85,3 +85,26 @@ def test_non_finite_values_are_written_as_null(tmp_path):
     p = tmp_path / "r.json"
     write_atomic(str(p), {"history": [{"train_loss": float("nan"), "test_loss": float("inf"), "lr": 0.1}]})
     assert json.loads(p.read_text()) == {"history": [{"train_loss": None, "test_loss": None, "lr": 0.1}]}
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    from benchmarks.runner import acquire
+
+    lock = str(tmp_path / "runs" / "t" / "abc.lock")
+    assert acquire(lock) is True
+    assert acquire(lock) is False  # held by a live process (this one)
+    import socket
+
+    with open(lock, "w") as f:
+        f.write(f"999999999@{socket.gethostname()}")  # no such pid: stale
+    assert acquire(lock) is True
+
+
+def test_a_run_locked_elsewhere_is_skipped(tmp_path, data_root):
+    plan = smoke_plan()
+    lock = tmp_path / "runs" / plan.target / f"{plan.run_id}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"1@{'another-host'}")
+    assert run_plans([plan], data_root, str(tmp_path), torch.device("cpu")) == 0
+    assert not (tmp_path / "runs" / plan.target / f"{plan.run_id}.json").exists()
+    assert lock.exists()  # not ours to remove
