@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         plans = [p for t in chosen for p in t.plans(args.budget, args.seeds)]
         if args.filter is not None:
             plans = [p for p in plans if p.matches(args.filter)]
+            if not plans:
+                raise UsageError(f"--filter {args.filter.pattern!r} matches no run of {args.target!r} "
+                                 f"(it searches run ids and key=value spec fields, e.g. row=mlp)")
         if args.dry_run:
             cmd_dry_run(plans, args.results)
             return 0

@@ -52,7 +52,8 @@ def quartile_shares(t, budget, df, devices, path):
             for q, label, color in zip(QUARTILES, QLABELS, colors):
                 ax.bar(m.index, m[q], bottom=bottom, width=0.9, label=label, color=color, linewidth=0)
                 bottom = bottom + m[q]
-            ax.set_title(f"{row}: {variant}", fontsize=9)
+            ranking = ", ".join(sorted(df[(df["row"] == row) & (df["variant"] == variant)]["q_ranking"].unique()))
+            ax.set_title(f"{row}: {variant}\n(quartiles ranked by {ranking})", fontsize=8)
             ax.set_xlabel("epoch")
             ax.set_ylim(0, 1)
         axes[i][0].set_ylabel("share of summed training loss")
@@ -76,5 +77,7 @@ def draw(kind, t, budget, by_cell, labels, out_dir, devices) -> str | None:
     sns.set_theme(style="whitegrid", context="paper")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{budget}-{kind}.png")
-    DRAW[kind](t, budget, df, devices, path)
+    tmp = f"{path}.{os.getpid()}.tmp.png"
+    DRAW[kind](t, budget, df, devices, tmp)
+    os.replace(tmp, path)  # atomic: two workers finishing together never leave a torn PNG
     return path

@@ -7,12 +7,12 @@ the same run). A `failed` run is retried; its old record is kept beside it as <r
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import glob
 import json
 import math
 import os
 import re
-import socket
 import tempfile
 import time
 import traceback
@@ -73,6 +73,7 @@ def write_atomic(path: str, obj: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -87,38 +88,18 @@ def _archive_failed(path: str) -> None:
     os.replace(path, f"{path[:-5]}.failed-{k}.json")
 
 
-def _alive(pid: int) -> bool:
+def acquire(results: str, rid: str):
+    """Claim run `rid` for this process with an exclusive flock on results/locks/<rid>.lock; returns the open
+    file (closing it, or the process dying, releases the claim) or None when another worker holds it. Lets
+    several workers share one results folder without training the same spec twice, across targets too."""
+    os.makedirs(os.path.join(results, "locks"), exist_ok=True)
+    f = open(os.path.join(results, "locks", f"{rid}.lock"), "a")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def acquire(lock: str) -> bool:
-    """Claim a run for this process (<run_id>.lock holding pid@host); a lock left by a dead local process is
-    taken over. Lets several workers share one results folder without running the same spec twice."""
-    os.makedirs(os.path.dirname(lock), exist_ok=True)
-    me = f"{os.getpid()}@{socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid, host = open(lock).read().split("@", 1)
-                stale = host == socket.gethostname() and not _alive(int(pid))
-            except (OSError, ValueError):
-                stale = False
-            if not stale:
-                return False
-            os.unlink(lock)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return True
-    return False
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,15 +147,16 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
                f"on {device}")
     env = environment(device)
     cache: dict = {}
-    failed = 0
+    failed = skipped = 0
     bar = tqdm(todo, desc="runs", unit="run", dynamic_ncols=True)
     for plan in bar:
-        lock = os.path.join(results, "runs", plan.target, f"{plan.run_id}.lock")
-        if not acquire(lock):
+        lock = acquire(results, plan.run_id)
+        if lock is None:
             tqdm.write(f"[skip] {plan.run_id} is running in another process")
+            skipped += 1
             continue
         if is_finished(index_results(results).get(plan.run_id)):  # finished by another process meanwhile
-            os.unlink(lock)
+            lock.close()
             continue
         epochs = tqdm(total=plan.spec["recipe"]["epochs"], desc=f"{plan.run_id} {plan.variant}", unit="ep",
                       leave=False, dynamic_ncols=True)
@@ -186,7 +168,7 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
         try:
             rec = execute(plan, data_root, results, device, env, cache, on_epoch)
         finally:
-            os.unlink(lock)
+            lock.close()
         epochs.close()
         acc = rec.get("final_test_acc")
         tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
@@ -198,4 +180,6 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
             tqdm.write(rec["error"])
             if fail_fast:
                 break
+    if skipped:
+        tqdm.write(f"{skipped} run(s) skipped: held by another worker; rerun later to pick up their results")
     return failed

@@ -31,7 +31,7 @@ TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seed
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants"}
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
 BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule"}
-PUBLISHED_KEYS = {"row", "variant", "value", "std", "source", "uncertain"}
+PUBLISHED_KEYS = {"row", "variant", "rate", "value", "std", "source", "uncertain"}  # rate: the noise rate (default 0)
 CLAIM_KEYS = {"row", "method", "baseline", "text"}
 
 
@@ -119,6 +119,31 @@ def _keys(where: str, d, allowed: set[str], required: set[str] = frozenset()) ->
 
 
 def validate(raw: dict, path: str) -> None:
+    """Check a target; raise UsageError naming the bad key or value (also for values of the wrong type)."""
+    try:
+        _validate(raw, path)
+    except UsageError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as e:
+        raise UsageError(f"{os.path.basename(path)}: malformed target ({type(e).__name__}: {e})") from None
+
+
+def _dry_build(where: str, model: dict, kind: str) -> None:
+    """Build the model on the meta device (no memory, no compute), so bad option values fail now."""
+    import torch
+
+    from models import create_model
+
+    kw = {k: v for k, v in model.items() if k != "name"}
+    shape, vocab = ((1, 28, 28), None) if kind == "image" else ((16,), 10)
+    try:
+        with torch.device("meta"):
+            create_model(model["name"], 2, shape, vocab, **kw)
+    except (TypeError, ValueError, KeyError) as e:
+        raise UsageError(f"{where}.model: {model!r} cannot be built: {e}") from None
+
+
+def _validate(raw: dict, path: str) -> None:
     w = os.path.basename(path)
     _keys(w, raw, TOP_KEYS, {"name", "paper", "artifact", "title", "seeds", "variants", "recipes", "rows", "budgets"})
     for key, typ in (("variants", dict), ("recipes", dict), ("budgets", dict), ("rows", list), ("seeds", list),
@@ -132,7 +157,7 @@ def validate(raw: dict, path: str) -> None:
     if not raw["seeds"] or not all(isinstance(s, int) for s in raw["seeds"]):
         raise UsageError(f"{w}: seeds must be a non-empty list of integers")
     for name, v in raw["variants"].items():
-        _keys(f"{w}: variants.{name}", v, set(v) | {"method"}, {"method"})
+        _keys(f"{w}: variants.{name}", v, set(v) | {"method"} if isinstance(v, dict) else set(), {"method"})
         params = {k: x for k, x in v.items() if k not in ("method", "compare_as")}
         try:
             make_config(v["method"], params)
@@ -150,6 +175,8 @@ def validate(raw: dict, path: str) -> None:
     for i, row in enumerate(raw["rows"]):
         where = f"{w}: rows[{i}]"
         _keys(where, row, ROW_KEYS, ROW_KEYS - {"label"})
+        if not isinstance(row["id"], str) or row["id"] in ids:
+            raise UsageError(f"{where}: id {row['id']!r} must be a string, unique within the target")
         ids.add(row["id"])
         _keys(f"{where}.model", row["model"], {"name"} | set(row["model"]), {"name"})
         try:
@@ -167,8 +194,16 @@ def validate(raw: dict, path: str) -> None:
         _keys(f"{where}.noise", row["noise"], {"kind", "rates"}, {"kind", "rates"})
         if row["noise"]["kind"] not in NOISE_KINDS:
             raise UsageError(f"{where}.noise: kind {row['noise']['kind']!r}; allowed: {', '.join(NOISE_KINDS)}")
-        if not all(isinstance(r, (int, float)) and 0 <= r <= 1 for r in row["noise"]["rates"]):
-            raise UsageError(f"{where}.noise: rates must be numbers in [0, 1], got {row['noise']['rates']!r}")
+        rates = row["noise"]["rates"]
+        if not isinstance(rates, list) or not rates or not all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r <= 1 for r in rates):
+            raise UsageError(f"{where}.noise: rates must be a list of numbers in [0, 1], got {rates!r}")
+        if row["noise"]["kind"] == "none" and any(rates):
+            raise UsageError(f"{where}.noise: kind 'none' with a non-zero rate {rates!r}; name the kind "
+                             f"({', '.join(k for k in NOISE_KINDS if k != 'none')})")
+        if not isinstance(row["variants"], list) or not row["variants"]:
+            raise UsageError(f"{where}: variants must be a non-empty list")
+        _dry_build(where, row["model"], entry.input_kind)
         if row["recipe"] not in raw["recipes"]:
             raise UsageError(f"{where}: unknown recipe {row['recipe']!r}; known: {', '.join(raw['recipes'])}")
         for v in row["variants"]:
@@ -177,6 +212,8 @@ def validate(raw: dict, path: str) -> None:
     names = set(raw["variants"]) | {v.get("compare_as", k) for k, v in raw["variants"].items()}
     for i, p in enumerate(raw.get("published", [])):
         _keys(f"{w}: published[{i}]", p, PUBLISHED_KEYS, {"row", "variant", "value", "source"})
+        if not isinstance(p["value"], (int, float)) or isinstance(p["value"], bool):
+            raise UsageError(f"{w}: published[{i}].value {p['value']!r} must be a number")
         if p["row"] not in ids or p["variant"] not in names:
             raise UsageError(f"{w}: published[{i}] names row {p['row']!r} / variant {p['variant']!r}; "
                              f"rows: {sorted(ids)}, variants: {sorted(names)}")
@@ -199,10 +236,22 @@ def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) ->
             check_schedule(r["schedule"])
     except ValueError as e:
         raise UsageError(f"{where}: {e}") from None
+    if "optimizer" in r:
+        import torch
+
+        from engine.optim import build_optimizer
+
+        try:  # values, not only names: build it on a dummy parameter
+            build_optimizer(r["optimizer"], [torch.zeros(1, requires_grad=True)])
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{where}: optimizer {r['optimizer']!r}: {e}") from None
+    if "normalize" in r and r["normalize"] is not None and not (
+            isinstance(r["normalize"], list) and len(r["normalize"]) == 2):
+        raise UsageError(f"{where}: normalize must be [mean, std] (numbers or per-channel lists), got {r['normalize']!r}")
     if "augment" in r and r["augment"] not in AUGMENTS:
         raise UsageError(f"{where}: augment {r['augment']!r}; allowed: {', '.join(AUGMENTS)}")
     for k in ("epochs", "batch_size", "train_subset", "test_subset"):
-        if k in r and r[k] is not None and (not isinstance(r[k], int) or r[k] < 1):
+        if k in r and r[k] is not None and (not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1):
             raise UsageError(f"{where}: {k} must be a positive integer, got {r[k]!r}")
 
 

@@ -28,7 +28,8 @@ EVAL_BATCH = 1000
 
 @dataclass
 class Prepared:
-    """A dataset ready for one run: float inputs on the device, noisy training labels and the corruption mask."""
+    """A dataset ready for one run, on the device in its stored dtype (uint8 images, int64 tokens), with the noisy
+    training labels and the corruption mask. `inputs` turns a batch into network inputs."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -36,6 +37,19 @@ class Prepared:
     noisy_mask: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    kind: str
+    normalize: tuple[torch.Tensor, torch.Tensor] | None
+
+    def inputs(self, x: torch.Tensor, augment=None, g: torch.Generator | None = None) -> torch.Tensor:
+        """Images: scale to [0, 1], augment (so crops pad with black, as the raw images), then normalise."""
+        if self.kind == "text":
+            return x
+        x = x.float().div_(255.0)
+        if augment is not None:
+            x = augment(x, g)
+        if self.normalize is not None:
+            x = (x - self.normalize[0]) / self.normalize[1]
+        return x
 
 
 def _subset(n: int, k: int | None) -> torch.Tensor:
@@ -45,15 +59,13 @@ def _subset(n: int, k: int | None) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].sort().values
 
 
-def _inputs(x: torch.Tensor, kind: str, normalize, device) -> torch.Tensor:
-    x = x.to(device)
-    if kind == "text":
-        return x
-    x = x.float().div_(255.0)
-    if normalize:
-        mean, std = normalize
-        x = (x - mean) / std
-    return x
+def _normalizer(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`normalize: [mean, std]` with scalars or one value per channel."""
+    if not normalize:
+        return None
+    mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device).reshape(-1) for v in normalize)
+    shape = (1, channels, 1, 1)
+    return mean.expand(channels).reshape(shape), std.expand(channels).reshape(shape)
 
 
 def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: torch.device) -> Prepared:
@@ -62,14 +74,16 @@ def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: to
     y_clean = splits.y_train[tr]
     noise = data_spec["noise"]
     y_noisy, mask = corrupt_labels(y_clean, splits.num_classes, noise["kind"], noise["rate"], seed, splits.name)
-    norm = recipe.get("normalize")
+    norm = _normalizer(recipe.get("normalize"), splits.in_shape[0], device) if splits.kind == "image" else None
     return Prepared(
-        x_train=_inputs(splits.x_train[tr], splits.kind, norm, device),
+        x_train=splits.x_train[tr].to(device),
         y_train=y_noisy.to(device),
         y_clean=y_clean.to(device),
         noisy_mask=mask.to(device),
-        x_test=_inputs(splits.x_test[te], splits.kind, norm, device),
+        x_test=splits.x_test[te].to(device),
         y_test=splits.y_test[te].to(device),
+        kind=splits.kind,
+        normalize=norm,
     )
 
 
@@ -77,10 +91,10 @@ class _Context:
     """The engine side of `methods.base.StepContext`."""
 
     def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 noisy_mask: torch.Tensor):
+                 device: torch.device):
         self.nets = nets
         self.optimizers = optimizers
-        self.noisy_mask = noisy_mask  # for per-epoch analysis only (e.g. Data Parameters Fig. 4), never training
+        self.device = device
         self.epoch = 0
         self.progress = 0.0
 
@@ -95,23 +109,26 @@ class _Context:
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean CE loss, accuracy in %) over a split, in eval mode."""
+def evaluate(net: nn.Module, data: Prepared) -> tuple[float, float]:
+    """(mean CE loss, accuracy in %) over the test split, in eval mode."""
+    x, y = data.x_test, data.y_test
     was = net.training
     net.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
+    loss_sum = torch.zeros((), device=y.device)
+    correct = torch.zeros((), device=y.device)
     for i in range(0, len(y), EVAL_BATCH):
-        logits = net(x[i : i + EVAL_BATCH])
+        logits = net(data.inputs(x[i : i + EVAL_BATCH]))
         loss_sum += F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="sum")
         correct += (logits.argmax(1) == y[i : i + EVAL_BATCH]).sum()
     net.train(was)
     return loss_sum.item() / len(y), 100.0 * correct.item() / len(y)
 
 
-def quartile_shares(per_sample: torch.Tensor) -> list[float]:
-    """Share of the summed loss carried by each difficulty quartile, easiest first (BLCL Fig. 5/6, alpha = last)."""
-    s = per_sample.float().sort().values
+def quartile_shares(per_sample: torch.Tensor, difficulty: torch.Tensor | None = None) -> list[float]:
+    """Share of the summed loss carried by each difficulty quartile, easiest first (BLCL Fig. 5/6; the last
+    entry is Fig. 9's alpha). Samples are ranked by `difficulty` (default: the loss itself)."""
+    order = (per_sample if difficulty is None else difficulty).float().argsort()
+    s = per_sample.float()[order]
     total = s.sum()
     if total <= 0:
         return [0.25] * 4
@@ -134,7 +151,8 @@ def train(spec: dict, splits: Splits, device: torch.device,
     epochs = recipe["epochs"]
     optimizers = {r: build_optimizer(recipe["optimizer"], nets[r].parameters()) for r in method.roles}
     schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in method.roles}
-    ctx = _Context(nets, optimizers, data.noisy_mask)
+    ctx = _Context(nets, optimizers, device)
+    method.setup(ctx)
     augment = AUGMENTS[recipe.get("augment", "none")]
     g_order = torch.Generator().manual_seed(seed)
     g_aug = torch.Generator(device=device).manual_seed(seed)
@@ -158,7 +176,7 @@ def train(spec: dict, splits: Splits, device: torch.device,
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
             ctx.progress = (epoch * steps_per_epoch + i // bs) / total_steps
-            batch = Batch(x=augment(data.x_train[idx], g_aug), y=data.y_train[idx], idx=idx)
+            batch = Batch(x=data.inputs(data.x_train[idx], augment, g_aug), y=data.y_train[idx], idx=idx)
             out = method.train_step(batch, ctx)
             loss_buf[idx] = out.loss
             ce_buf[idx] = F.cross_entropy(out.logits, batch.y, reduction="none")
@@ -172,13 +190,14 @@ def train(spec: dict, splits: Splits, device: torch.device,
         rec = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_ce": ce_buf[seen].mean().item(),
                "train_acc": 100.0 * correct.item() / len(seen)}
         rec.update({k: (v / len(seen)).item() for k, v in sums.items()})
-        rec["test_loss"], rec["test_acc"] = evaluate(nets[method.reported], data.x_test, data.y_test)
+        rec["test_loss"], rec["test_acc"] = evaluate(nets[method.reported], data)
         for role in method.roles:
             if role != method.reported:
-                rec[f"{role}_test_loss"], rec[f"{role}_test_acc"] = evaluate(nets[role], data.x_test, data.y_test)
-        rec["quartile_share"] = quartile_shares(loss_buf[seen])
-        rec["quartile_share_ce"] = quartile_shares(ce_buf[seen])
-        extras = method.on_epoch_end(epoch, ctx)
+                rec[f"{role}_test_loss"], rec[f"{role}_test_acc"] = evaluate(nets[role], data)
+        rec["quartile_share"] = quartile_shares(loss_buf[seen])  # objective, ranked by itself
+        rec["quartile_share_ce"] = quartile_shares(ce_buf[seen])  # CE, ranked by itself (Fig. 5 for ERM)
+        rec["quartile_share_by_ce"] = quartile_shares(loss_buf[seen], ce_buf[seen])  # objective, CE-ranked (Fig. 6)
+        extras = method.on_epoch_end(epoch, ctx, data.noisy_mask)
         if extras:
             rec["extras"] = extras
         rec["seconds"] = time.perf_counter() - t0

@@ -34,7 +34,7 @@ class StepContext(Protocol):
     nets: dict[str, nn.Module]
     epoch: int  # 0-based
     progress: float  # fraction of all training steps done before this one, in [0, 1)
-    noisy_mask: torch.Tensor  # which training labels were corrupted: for per-epoch analysis only, never training
+    device: torch.device
 
     def update(self, role: str, loss: torch.Tensor) -> None:
         """zero_grad, backward `loss`, apply the model's constraints and step the optimizer of `role`."""
@@ -56,6 +56,9 @@ class Method:
         self.num_classes = num_classes
         self.num_train = num_train
 
+    def setup(self, ctx: StepContext) -> None:
+        """Called once before training, e.g. to create per-sample parameters on `ctx.device`."""
+
     def train_step(self, batch: Batch, ctx: StepContext) -> StepOut:
         raise NotImplementedError
 
@@ -63,8 +66,9 @@ class Method:
         """Training-set indices to use this epoch (None: all samples)."""
         return None
 
-    def on_epoch_end(self, epoch: int, ctx: StepContext) -> dict[str, Any]:
-        """Per-epoch extras stored in the run's history (JSON-serialisable)."""
+    def on_epoch_end(self, epoch: int, ctx: StepContext, noisy_mask: torch.Tensor) -> dict[str, Any]:
+        """Per-epoch extras stored in the run's history (JSON-serialisable). `noisy_mask` marks the training
+        samples whose label was corrupted: for analysis (e.g. Data Parameters Fig. 4) only, never for training."""
         return {}
 
 

@@ -89,6 +89,13 @@ def _bad_target(cli, tmp_path, mutate):
     (lambda raw: raw["rows"][0]["model"].update(name="resnet20"), "resnet20"),
     (lambda raw: raw["recipes"]["mr-wordcnn"]["optimizer"].update(name="lamb"), "lamb"),
     (lambda raw: raw["budgets"].update(tiny={"epochs": 1}), "tiny"),
+    (lambda raw: raw["rows"][0]["model"].update(dropout="lots"), "lots"),
+    (lambda raw: raw["recipes"]["mr-wordcnn"]["optimizer"].update(lr="fast"), "fast"),
+    (lambda raw: raw["rows"][0]["noise"].update(rates=[0.2]), "none"),
+    (lambda raw: raw["rows"].append(dict(raw["rows"][0])), "unique"),
+    (lambda raw: raw["published"][0].update(value="n/a"), "n/a"),
+    (lambda raw: raw["variants"].update(erm=None), "variants.erm"),
+    (lambda raw: raw["rows"][0]["noise"].update(rates=0.5), "rates"),
 ])
 def test_bad_yaml_exits_2_naming_the_key(tmp_path, cli, mutate, needle):
     r = _bad_target(cli, tmp_path, mutate)
@@ -133,3 +140,9 @@ def test_smoke_end_to_end_and_rerun_is_a_noop(tmp_path, cli, data_root, target, 
     assert f"{n_runs} runs in the matrix, {n_runs} already done, 0 to run" in r.stdout + r.stderr
     assert _digests(str(tmp_path / "results")) == before
     assert (tmp_path / "REPORT.md").read_text() == report
+
+
+def test_filter_matching_nothing_exits_2(tmp_path, cli):
+    r = cli("blcl-table5", "--filter", "row=nosuchrow", *_args(tmp_path))
+    assert r.returncode == 2 and "nosuchrow" in r.stderr
+    _nothing_written(tmp_path)

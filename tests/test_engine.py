@@ -186,7 +186,7 @@ def _spec(method=None, epochs=3, lr=0.1, noise=None, schedule=None):
 
 BLCL = {"name": "blcl", "r": 1.5, "reading": "label", "base": "ce", "teacher_probs": "before_update"}
 HISTORY_KEYS = {"epoch", "lr", "train_loss", "train_ce", "train_acc", "test_loss", "test_acc", "quartile_share",
-                "quartile_share_ce", "seconds"}
+                "quartile_share_ce", "seconds", "quartile_share_by_ce"}
 CPU = torch.device("cpu")
 
 
@@ -209,6 +209,7 @@ def test_train_erm_history_and_accuracy(erm_runs):
         assert set(rec) == HISTORY_KEYS
         assert rec["lr"] == pytest.approx(0.1)
         assert len(rec["quartile_share"]) == 4 and sum(rec["quartile_share"]) == pytest.approx(1.0, abs=1e-5)
+        assert rec["quartile_share_by_ce"] == pytest.approx(rec["quartile_share"], abs=1e-6)  # ERM: objective = CE
         assert rec["train_loss"] == pytest.approx(rec["train_ce"], rel=1e-5)  # ERM's objective is the CE
         assert 0.0 <= rec["train_acc"] <= 100.0 and rec["seconds"] >= 0
     assert hist[-1]["test_acc"] > 90.0
@@ -271,3 +272,30 @@ def test_train_schedule_lr_recorded_per_epoch():
 def test_train_with_label_noise_reports_noisy_fraction():
     res = train(_spec(noise={"kind": "symmetric", "rate": 0.25}, epochs=1), _toy_splits(), CPU)
     assert res["extras"]["noisy_fraction"] == 0.25  # exactly round(0.25 * 256) = 64 flipped of 256
+
+
+def test_quartile_shares_ranked_by_another_difficulty():
+    # objective 4,3,2,1 on samples whose difficulty (CE) ranks them 1,2,3,4: the easiest quarter by CE
+    # carries the largest objective (what BLCL Fig. 6 shows for easy examples)
+    loss = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    ce = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert quartile_shares(loss, ce) == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    assert quartile_shares(loss) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_crop_pads_with_black_before_normalisation():
+    from engine.trainer import Prepared, _normalizer
+
+    x = torch.zeros(8, 1, 6, 6, dtype=torch.uint8)  # an all-black image
+    norm = _normalizer([0.5, 0.25], 1, CPU)
+    data = Prepared(x, torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long),
+                    torch.zeros(8, dtype=torch.bool), x, torch.zeros(8, dtype=torch.long), "image", norm)
+    out = data.inputs(x, AUGMENTS["crop"], torch.Generator().manual_seed(0))
+    assert torch.allclose(out, torch.full_like(out, -2.0))  # padding is black too: (0 - 0.5) / 0.25
+
+
+def test_per_channel_normalisation():
+    from engine.trainer import _normalizer
+
+    mean, std = _normalizer([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]], 3, CPU)
+    assert mean.shape == (1, 3, 1, 1) and mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])

@@ -50,25 +50,25 @@ def _line(text, start):
 
 
 def test_cells(filled):
-    assert _line(filled, "| WordCNN | erm |") == "| WordCNN | erm | 69.50 | 70.00 ± 1.00 (n=3) | +0.50 | — | 10 s |"
+    assert _line(filled, "| WordCNN | erm |") == "| WordCNN | erm | 69.50 | 70.00 ± 1.00 (n=3) | +0.50 | 70.00 ± 1.00 (n=3) | — | 10 s |"
     assert _line(filled, "| WordCNN | blcl |") == \
-        "| WordCNN | blcl | 71.29 | 72.00 ± 1.00 (n=3) [failed: 1] | +0.71 | 74.00 ± 0.00 (n=3) | 10 s |"
+        "| WordCNN | blcl | 71.29 | 72.00 ± 1.00 (n=3) [failed: 1] | +0.71 | 72.00 ± 1.00 (n=3) | 74.00 ± 0.00 (n=3) | 10 s |"
     assert _line(filled, "| WordCNN | blcl-label") == \
-        "| WordCNN | blcl-label (as blcl) | 71.29 | not run | — | — | — |"
+        "| WordCNN | blcl-label (as blcl) | 71.29 | not run | — | — | — | — |"
 
 
 def test_verdicts(filled):
-    # gain 2.00, se = sqrt(1/3 + 1/3) = 0.8165, Welch df = 4, t(0.975, 4) = 2.7764 -> half-width 2.267
+    # per-seed differences 2, 2, 2: paired interval of zero width; the published gain (1.79) lies outside
     line = _line(filled, "| BLCL improves WordCNN on MR over conventional training | blcl vs erm")
-    assert "| +1.79 | +2.00 [-0.27, +4.27] |" in line
-    assert "not significant" in line and "published gain lies within" in line
+    assert "| +1.79 | +2.00 [+2.00, +2.00] (paired) |" in line
+    assert "gain reproduced (significant); the published gain lies outside the interval" in line
     assert "| — | not run |" in _line(filled, "| BLCL improves WordCNN on MR over conventional training | blcl-label")
 
 
 def test_table4_untouched_and_summary(filled):
     assert "| [blcl-table5](#blcl-table5) | BLCL Table V | 6 / 9 |" in filled
     assert "| [blcl-table4](#blcl-table4) | BLCL Table IV | 0 / 18 |" in filled
-    assert _line(filled, "| MLP | erm |") == "| MLP | erm | 98.76 | not run | — | — | — |"
+    assert _line(filled, "| MLP | erm |") == "| MLP | erm | 98.76 | not run | — | — | — | — |"
     assert "Seeds run: 0, 1, 2, 3; device: cpu (test)" in filled
 
 
@@ -84,25 +84,43 @@ def test_report_is_deterministic(filled, tmp_path):
     assert again == filled
 
 
+def _seeds(values):
+    return dict(enumerate(values))
+
+
 @pytest.mark.parametrize("a,b,expect", [
-    ([2.0, 2.1, 1.9], [0.0, 0.1, -0.1], "reproduced"),   # gain 2 +- small, published 2
-    ([5.0, 5.1, 4.9], [0.0, 0.1, -0.1], "gain reproduced (significant), size differs"),
-    ([0.0, 0.1, -0.1], [2.0, 2.1, 1.9], "contradicted"),
+    ([2.0, 2.3, 1.9], [0.0, 0.1, -0.1], "gain reproduced (significant); the published gain lies within"),
+    ([5.0, 5.3, 4.9], [0.0, 0.1, -0.1], "gain reproduced (significant); the published gain lies outside"),
+    ([0.0, 0.1, -0.1], [2.0, 2.3, 1.9], "contradicted"),
+    ([1.0, -1.0, 0.5], [0.0, 0.0, 0.0], "not significant"),
 ])
 def test_verdict_rules(a, b, expect):
-    iv = gain_interval(a, b)
+    iv = gain_interval(_seeds(a), _seeds(b))
     assert verdict(2.0, iv, len(a), len(b)).startswith(expect)
 
 
+def test_verdict_without_published_gain_says_nothing_of_size():
+    iv = gain_interval(_seeds([2.0, 2.3, 1.9]), _seeds([0.0, 0.1, -0.1]))
+    assert verdict(None, iv, 3, 3) == "gain reproduced (significant)"
+
+
 def test_verdict_needs_two_seeds():
-    assert gain_interval([1.0], [0.0, 0.5]) is None
+    assert gain_interval({0: 1.0}, {0: 0.0, 1: 0.5}) is None
     assert verdict(1.0, None, 1, 2).startswith("too few runs")
     assert verdict(1.0, None, 0, 3) == "not run"
 
 
-def test_welch_interval_value():
-    gain, lo, hi = gain_interval([71.0, 72.0, 73.0], [69.0, 70.0, 71.0])
-    assert gain == pytest.approx(2.0)
+def test_paired_interval_value():
+    # differences 2, 1, 3: mean 2, sd 1, t(0.975, 2) = 4.3027 -> half-width 4.3027 / sqrt(3)
+    gain, lo, hi, kind = gain_interval(_seeds([71.0, 71.0, 74.0]), _seeds([69.0, 70.0, 71.0]))
+    assert kind == "paired" and gain == pytest.approx(2.0)
+    assert hi - gain == pytest.approx(4.3027 / 3**0.5, rel=1e-4)
+
+
+def test_welch_interval_when_seeds_differ():
+    # 71,72,73 vs 69,70,71 on other seeds: se = sqrt(1/3 + 1/3), Welch df = 4, t(0.975, 4) = 2.7764
+    gain, lo, hi, kind = gain_interval({0: 71.0, 1: 72.0, 2: 73.0}, {3: 69.0, 4: 70.0, 5: 71.0})
+    assert kind == "Welch" and gain == pytest.approx(2.0)
     assert hi - gain == pytest.approx(2.7764 * (2 / 3) ** 0.5, rel=1e-4)
 
 
@@ -113,3 +131,24 @@ def test_json_round_trip_is_sorted(tmp_path):
     text = open(p).read()
     assert json.loads(text)["run_id"] == plan.run_id
     assert text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
+
+
+def test_claims_compare_within_each_noise_rate(tmp_path):
+    import copy
+
+    from benchmarks.targets import Target
+
+    raw = copy.deepcopy(TARGETS["blcl-table5"].raw)
+    raw["rows"][0]["noise"] = {"kind": "symmetric", "rates": [0.2, 0.4]}
+    raw["published"] = []
+    t = Target(raw, "x.yaml")
+    acc = {(0.2, "erm"): 60.0, (0.2, "blcl"): 61.0, (0.4, "erm"): 40.0, (0.4, "blcl"): 41.0}
+    for plan in t.plans("full"):
+        key = (plan.spec["data"]["noise"]["rate"], plan.variant)
+        if key in acc:
+            rec = record(plan, acc[key] + 0.1 * plan.spec["seed"] * (plan.variant == "blcl"))
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
+    text = write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
+    for rate in ("0.2", "0.4"):
+        line = _line(text, f"| BLCL improves WordCNN on MR over conventional training (noise {rate}) | blcl vs erm")
+        assert "| — | +1.10 [" in line and "gain reproduced (significant)" in line, line

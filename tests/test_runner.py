@@ -87,24 +87,31 @@ def test_non_finite_values_are_written_as_null(tmp_path):
     assert json.loads(p.read_text()) == {"history": [{"train_loss": None, "test_loss": None, "lr": 0.1}]}
 
 
-def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+def test_lock_is_exclusive_and_released_on_close(tmp_path):
     from benchmarks.runner import acquire
 
-    lock = str(tmp_path / "runs" / "t" / "abc.lock")
-    assert acquire(lock) is True
-    assert acquire(lock) is False  # held by a live process (this one)
-    import socket
-
-    with open(lock, "w") as f:
-        f.write(f"999999999@{socket.gethostname()}")  # no such pid: stale
-    assert acquire(lock) is True
+    held = acquire(str(tmp_path), "abc")
+    assert held is not None
+    assert acquire(str(tmp_path), "abc") is None  # another worker asks: refused
+    held.close()  # also what happens when the holder dies
+    again = acquire(str(tmp_path), "abc")
+    assert again is not None
+    again.close()
 
 
 def test_a_run_locked_elsewhere_is_skipped(tmp_path, data_root):
+    from benchmarks.runner import acquire
+
     plan = smoke_plan()
-    lock = tmp_path / "runs" / plan.target / f"{plan.run_id}.lock"
-    lock.parent.mkdir(parents=True)
-    lock.write_text(f"1@{'another-host'}")
-    assert run_plans([plan], data_root, str(tmp_path), torch.device("cpu")) == 0
-    assert not (tmp_path / "runs" / plan.target / f"{plan.run_id}.json").exists()
-    assert lock.exists()  # not ours to remove
+    held = acquire(str(tmp_path), plan.run_id)
+    try:
+        assert run_plans([plan], data_root, str(tmp_path), torch.device("cpu")) == 0
+        assert not (tmp_path / "runs" / plan.target / f"{plan.run_id}.json").exists()
+    finally:
+        held.close()
+
+
+def test_result_files_are_world_readable(tmp_path):
+    p = tmp_path / "r.json"
+    write_atomic(str(p), {"a": 1})
+    assert oct(os.stat(p).st_mode & 0o777) == "0o644"
