@@ -2,7 +2,7 @@
 
 For every target and budget it tabulates published vs measured accuracy (mean +- sample std over seeds, n),
 their difference, and gives a verdict per claim from the seeds' uncertainty: the method's gain over its baseline
-with a Welch 95% interval. Cells never run say "not run". Budget, seeds and device are stated with every table
+with a 95% t interval (paired by seed where possible, else Welch). Cells never run say "not run". Budget, seeds and device are stated with every table
 and figure.
 """
 from __future__ import annotations
@@ -197,7 +197,9 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
              "Generated from the result JSONs under `results/runs/` by `./reproduce.sh report` (also after every "
              "run); do not edit by hand. Every number below comes from a run recorded there, with its budget, "
              "seeds and device; a cell never run says \"not run\". Verdicts compare the measured gain of a method "
-             "over its baseline (Welch 95% interval over seeds) with the published gain.", ""]
+             "over its baseline with the published gain, using a 95% t interval over seeds: paired by seed when "
+             "both sides ran the same seeds (same initial weights, batch order and labels per seed), else Welch. "
+             "Published values are the papers' own; their sources are in `benchmarks/targets/*.yaml`.", ""]
     parts += ["| Target | Artifact | Full-budget runs done |", "|---|---|---|"]
     for t in targets.values():
         plans = t.plans("full")
