@@ -10,6 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+# Bump when a code change alters what an existing spec would produce (engine, a method, a loader, the noise
+# transform), so old and new results never share a run id. Version 1 is implicit (not written into the spec), so
+# the ids of runs made before this field existed stay valid.
+RESULTS_VERSION = 1
+
+
+def versioned(spec: dict, version: int = RESULTS_VERSION) -> dict:
+    return spec if version == 1 else {**spec, "results_version": version}
+
 
 def canonical(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))

@@ -20,7 +20,7 @@ from methods import config_dict, make_config
 from models import list_models, model_entry
 
 from .errors import UsageError
-from .spec import flat, run_id
+from .spec import flat, run_id, versioned
 
 TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
 PAPERS = ("blcl", "dataparams", "superloss", "dcd")
@@ -92,8 +92,8 @@ class Target:
                     method = {"name": self.variant(v)["method"],
                               **config_dict(make_config(self.variant(v)["method"], params))}
                     for seed in seeds:
-                        spec = {"budget": budget, "data": data, "method": method, "model": model, "recipe": recipe,
-                                "seed": int(seed)}
+                        spec = versioned({"budget": budget, "data": data, "method": method, "model": model,
+                                          "recipe": recipe, "seed": int(seed)})
                         out.append(Plan(self.name, row["id"], v, self.compare_as(v), spec))
         return out
 

@@ -115,3 +115,12 @@ def test_result_files_are_world_readable(tmp_path):
     p = tmp_path / "r.json"
     write_atomic(str(p), {"a": 1})
     assert oct(os.stat(p).st_mode & 0o777) == "0o644"
+
+
+def test_results_version_enters_the_run_id_only_from_2_on():
+    from benchmarks.spec import versioned
+
+    spec = smoke_plan().spec
+    assert versioned(spec, 1) is spec
+    assert run_id(versioned(spec, 2)) != run_id(spec)
+    assert versioned(spec, 2)["results_version"] == 2
