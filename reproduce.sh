@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 
 if [[ -z "${CLREPRO_DATA:-}" && -d ../shared/data ]]; then
   export CLREPRO_DATA="$(cd ../shared/data && pwd)"   # this project's machines and CI keep real data there
+  export CLREPRO_NO_DOWNLOAD=1                         # ... read-only: nothing is ever downloaded into it
 fi
 
 python_for_run() {

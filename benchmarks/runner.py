@@ -111,7 +111,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def execute(plan: Plan, data_root: str, results: str, device: torch.device, env: dict, cache: dict,
-            progress=None) -> dict:
+            progress=None, download: bool = True) -> dict:
     """Train one plan and write its JSON; returns the record."""
     spec = plan.spec
     started = dt.datetime.now(dt.timezone.utc)
@@ -121,7 +121,7 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
     try:
         name = spec["data"]["dataset"]
         if name not in cache:
-            cache[name] = load_dataset(name, data_root, download=True)
+            cache[name] = load_dataset(name, data_root, download=download)
         out = train(spec, cache[name], device, on_epoch=progress)
         record.update(out, error=None)
     except Exception as e:  # a failed run is recorded, not lost; KeyboardInterrupt writes nothing
@@ -139,7 +139,8 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
     return record
 
 
-def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False) -> int:
+def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False,
+              download: bool = True) -> int:
     """Run every unfinished plan; returns the number of runs that failed."""
     done = index_results(results)
     todo = [p for p in plans if not is_finished(done.get(p.run_id))]
@@ -166,7 +167,7 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
             epochs.update(1)
 
         try:
-            rec = execute(plan, data_root, results, device, env, cache, on_epoch)
+            rec = execute(plan, data_root, results, device, env, cache, on_epoch, download)
         finally:
             lock.close()
         epochs.close()

@@ -157,8 +157,6 @@ def train(spec: dict, splits: Splits, device: torch.device,
     g_order = torch.Generator().manual_seed(seed)
     g_aug = torch.Generator(device=device).manual_seed(seed)
     bs = recipe["batch_size"]
-    steps_per_epoch = math.ceil(n / bs)
-    total_steps = steps_per_epoch * epochs
     loss_buf = torch.zeros(n, device=device)
     ce_buf = torch.zeros(n, device=device)
     history, status = [], "ok"
@@ -175,7 +173,7 @@ def train(spec: dict, splits: Splits, device: torch.device,
         correct = torch.zeros((), device=device)
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            ctx.progress = (epoch * steps_per_epoch + i // bs) / total_steps
+            ctx.progress = (epoch + i / len(order)) / epochs  # also right when a curriculum uses a subset
             batch = Batch(x=data.inputs(data.x_train[idx], augment, g_aug), y=data.y_train[idx], idx=idx)
             out = method.train_step(batch, ctx)
             loss_buf[idx] = out.loss

@@ -124,3 +124,11 @@ def test_results_version_enters_the_run_id_only_from_2_on():
     assert versioned(spec, 1) is spec
     assert run_id(versioned(spec, 2)) != run_id(spec)
     assert versioned(spec, 2)["results_version"] == 2
+
+
+def test_no_download_fails_the_run_without_touching_the_network(tmp_path):
+    plan = smoke_plan()
+    assert run_plans([plan], str(tmp_path / "empty"), str(tmp_path / "res"), torch.device("cpu"), download=False) == 1
+    rec = json.load(open(tmp_path / "res" / "runs" / plan.target / f"{plan.run_id}.json"))
+    assert rec["status"] == "failed" and "FileNotFoundError" in rec["error"]
+    assert not (tmp_path / "empty").exists()
