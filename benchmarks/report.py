@@ -7,7 +7,6 @@ and figure.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -240,5 +239,4 @@ def history_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> p
     return pd.DataFrame(rows)
 
 
-__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell", "history_frame",
-           "json"]
+__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell", "history_frame"]
