@@ -23,7 +23,7 @@ from .errors import UsageError
 from .spec import flat, run_id, versioned
 
 TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
-PAPERS = ("blcl", "dataparams", "superloss", "dcd")
+PAPERS = ("blcl", "dataparams", "superloss", "dcd", "ext")  # ext: studies of our own, beyond the papers
 BUDGETS = ("full", "reduced", "smoke")
 FIGURES = ("loss_curves", "quartile_shares")
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",

@@ -3,7 +3,11 @@
 Deterministic in (dataset, kind, rate, seed), so every method of a matrix sees the same corrupted labels.
 Exactly round(rate * N) samples are selected (a seeded permutation), then
 - `symmetric`: each selected label is replaced by a uniformly drawn *other* class (all selected are corrupted);
-- `uniform`: each selected label is replaced by a uniformly drawn class, possibly the same (rate 1.0 = random labels).
+- `uniform`: each selected label is replaced by a uniformly drawn class, possibly the same (rate 1.0 = random labels);
+- `shuffle`: the official Data Parameters code (apple/ml-data-parameters, dataset/cifar_dataset.py; FACTS.md): the
+  images of the first floor(rate * N) training samples (in dataset order, not a random selection) are permuted
+  among themselves and the labels stay put. We permute those samples' labels instead, which yields the same set
+  of (image, label) pairs while images keep their indices; some keep their true label by chance.
 The returned mask marks samples whose label actually differs from the clean one.
 """
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hashlib
 
 import torch
 
-KINDS = ("none", "symmetric", "uniform")
+KINDS = ("none", "symmetric", "uniform", "shuffle")
 
 
 def _generator(dataset: str, kind: str, rate: float, seed: int) -> torch.Generator:
@@ -32,6 +36,11 @@ def corrupt_labels(labels: torch.Tensor, num_classes: int, kind: str, rate: floa
         return labels, torch.zeros_like(labels, dtype=torch.bool)
     g = _generator(dataset, kind, rate, seed)
     n = labels.numel()
+    if kind == "shuffle":
+        k = int(rate * n)  # floor, as the official code
+        noisy = labels.clone()
+        noisy[:k] = labels[:k][torch.randperm(k, generator=g)]
+        return noisy, noisy != labels
     chosen = torch.randperm(n, generator=g)[: round(rate * n)]
     if kind == "symmetric":
         shift = torch.randint(1, num_classes, (chosen.numel(),), generator=g)

@@ -7,6 +7,7 @@ host round trip per step.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class Prepared:
     y_test: torch.Tensor
     kind: str
     normalize: tuple[torch.Tensor, torch.Tensor] | None
+    x_val: torch.Tensor | None = None  # held out of the training set (spec data.val_size), clean labels
+    y_val: torch.Tensor | None = None
 
     def inputs(self, x: torch.Tensor, augment=None, g: torch.Generator | None = None) -> torch.Tensor:
         """Images: scale to [0, 1], augment (so crops pad with black, as the raw images), then normalise."""
@@ -68,9 +71,22 @@ def _normalizer(normalize, channels: int, device) -> tuple[torch.Tensor, torch.T
     return mean.expand(channels).reshape(shape), std.expand(channels).reshape(shape)
 
 
+def split_validation(n: int, size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(train positions, validation positions or None): `size` samples held out of the training set by a
+    permutation seeded with the data spec's `val_seed` (not the run seed), stratification-free."""
+    if not size:
+        return torch.arange(n), None
+    if size >= n:
+        raise ValueError(f"data.val_size={size} must be smaller than the training set ({n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[size:].sort().values, perm[:size].sort().values
+
+
 def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: torch.device) -> Prepared:
     tr = _subset(len(splits.y_train), data_spec.get("train_subset"))
     te = _subset(len(splits.y_test), data_spec.get("test_subset"))
+    keep, val = split_validation(len(tr), data_spec.get("val_size"), data_spec.get("val_seed", 0))
+    tr, va = tr[keep], (None if val is None else tr[val])
     y_clean = splits.y_train[tr]
     noise = data_spec["noise"]
     y_noisy, mask = corrupt_labels(y_clean, splits.num_classes, noise["kind"], noise["rate"], seed, splits.name)
@@ -84,6 +100,8 @@ def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: to
         y_test=splits.y_test[te].to(device),
         kind=splits.kind,
         normalize=norm,
+        x_val=None if va is None else splits.x_train[va].to(device),
+        y_val=None if va is None else splits.y_train[va].to(device),
     )
 
 
@@ -91,27 +109,64 @@ class _Context:
     """The engine side of `methods.base.StepContext`."""
 
     def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 device: torch.device):
+                 data: Prepared, num_classes: int, device: torch.device):
         self.nets = nets
         self.optimizers = optimizers
+        self.steppers: dict[str, list] = {r: [] for r in nets}
+        self.data = data
         self.device = device
+        self.num_classes = num_classes
+        self.num_train = len(data.y_train)
+        self.train_labels = data.y_train
+        self.has_val = data.y_val is not None
         self.epoch = 0
         self.progress = 0.0
+
+    def attach(self, role: str, stepper) -> None:
+        if role not in self.optimizers:
+            raise ValueError(f"cannot attach to role {role!r}: trainable roles are {sorted(self.optimizers)}")
+        self.steppers[role].append(stepper)
 
     def update(self, role: str, loss: torch.Tensor) -> None:
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
+        for s in self.steppers[role]:
+            s.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        for s in self.steppers[role]:
+            s.step()
         constrain = getattr(self.nets[role], "apply_constraints", None)
         if constrain is not None:
             constrain()
 
+    def evaluate(self, role: str, split: str = "val") -> tuple[float, float]:
+        if split == "val":
+            if not self.has_val:
+                raise ValueError("this run holds out no validation split: set data.val_size in the target")
+            return evaluate(self.nets[role], self.data, self.data.x_val, self.data.y_val)
+        if split == "train":
+            return evaluate(self.nets[role], self.data, self.data.x_train, self.data.y_train)
+        raise ValueError(f"split {split!r}; allowed: val, train (the test split selects nothing)")
+
+    @torch.no_grad()
+    def score_train(self, role: str, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.nets[role]
+        idx = torch.arange(self.num_train, device=self.device) if indices is None else indices.to(self.device)
+        was = net.training
+        net.eval()
+        logits = torch.cat([net(self.data.inputs(self.data.x_train[idx[i : i + EVAL_BATCH]]))
+                            for i in range(0, len(idx), EVAL_BATCH)])
+        net.train(was)
+        return F.cross_entropy(logits.float(), self.data.y_train[idx], reduction="none"), logits
+
 
 @torch.no_grad()
-def evaluate(net: nn.Module, data: Prepared) -> tuple[float, float]:
-    """(mean CE loss, accuracy in %) over the test split, in eval mode."""
-    x, y = data.x_test, data.y_test
+def evaluate(net: nn.Module, data: Prepared, x: torch.Tensor | None = None,
+             y: torch.Tensor | None = None) -> tuple[float, float]:
+    """(mean CE loss, accuracy in %) of `net` in eval mode over (x, y), by default the test split."""
+    if x is None:
+        x, y = data.x_test, data.y_test
     was = net.training
     net.eval()
     loss_sum = torch.zeros((), device=y.device)
@@ -135,23 +190,67 @@ def quartile_shares(per_sample: torch.Tensor, difficulty: torch.Tensor | None = 
     return [(chunk.sum() / total).item() for chunk in torch.tensor_split(s, 4)]
 
 
-def train(spec: dict, splits: Splits, device: torch.device,
-          on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train one run described by `spec` (see benchmarks.spec) and return its metrics and history."""
+def stream_seed(seed: int, stream: str) -> int:
+    """Seed of a non-`main` initialisation stream: a hash of (run seed, stream name)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|init|{stream}".encode()).digest()[:8], "little")
+
+
+def role_model(spec: dict, role: str) -> dict:
+    """The model spec of `role`: its own (spec `roles.<role>.model`, e.g. KD's ResNet-110 teacher) or the run's."""
+    return spec.get("roles", {}).get(role, {}).get("model") or spec["model"]
+
+
+def build_nets(method, spec: dict, splits: Splits, device: torch.device,
+               role_states: dict[str, dict] | None = None) -> dict[str, nn.Module]:
+    """One network per role. `main`-stream roles are drawn in order from the global generator (seeded with the
+    run seed by the caller); other streams from their own (seed, stream) generator, leaving the global one
+    untouched. Frozen roles are restored from `role_states` (another run's checkpoint) and put in eval mode."""
+    role_states = role_states or {}
+    nets = {}
+    for role in method.roles:
+        m = role_model(spec, role)
+        kw = {k: v for k, v in m.items() if k != "name"}
+
+        def make(m=m, kw=kw):
+            return create_model(m["name"], splits.num_classes, splits.in_shape, splits.meta.get("vocab_size"), **kw)
+
+        stream = method.init_stream(role)
+        if stream == "main":
+            net = make()
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stream_seed(spec["seed"], stream))
+                net = make()
+        if role in method.frozen:
+            if role not in role_states:
+                raise ValueError(f"role {role!r} of method {method.name!r} is frozen: it needs a checkpoint "
+                                 f"(spec roles.{role}.from_run)")
+            net.load_state_dict(role_states[role])
+            net.requires_grad_(False)
+            net.eval()
+        nets[role] = net.to(device)
+    return nets
+
+
+def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[dict], None] | None = None,
+          role_states: dict[str, dict] | None = None, keep_state: bool = False) -> dict:
+    """Train one run described by `spec` (see benchmarks.spec) and return its metrics and history.
+    `role_states` restores frozen roles (e.g. a KD teacher); `keep_state` returns the trained networks' and the
+    method's final state under "state" (the runner saves it as the run's checkpoint)."""
     seed, recipe = spec["seed"], spec["recipe"]
     torch.manual_seed(seed)
     data = prepare(splits, spec["data"], recipe, seed, device)
     n = len(data.y_train)
     mspec = dict(spec["method"])
     method = build_method(mspec.pop("name"), mspec, splits.num_classes, n)
-    model_kw = {k: v for k, v in spec["model"].items() if k != "name"}
-    nets = {role: create_model(spec["model"]["name"], splits.num_classes, splits.in_shape,
-                               splits.meta.get("vocab_size"), **model_kw).to(device)
-            for role in method.roles}
+    nets = build_nets(method, spec, splits, device, role_states)
+    trainable = [r for r in method.roles if r not in method.frozen]
     epochs = recipe["epochs"]
-    optimizers = {r: build_optimizer(recipe["optimizer"], nets[r].parameters()) for r in method.roles}
-    schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in method.roles}
-    ctx = _Context(nets, optimizers, device)
+    optimizers = {r: build_optimizer(recipe["optimizer"], nets[r].parameters()) for r in trainable}
+    schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in trainable}
+    ctx = _Context(nets, optimizers, data, splits.num_classes, device)
+    for r in trainable:
+        nets[r].train()
     method.setup(ctx)
     augment = AUGMENTS[recipe.get("augment", "none")]
     g_order = torch.Generator().manual_seed(seed)
@@ -160,8 +259,6 @@ def train(spec: dict, splits: Splits, device: torch.device,
     loss_buf = torch.zeros(n, device=device)
     ce_buf = torch.zeros(n, device=device)
     history, status = [], "ok"
-    for net in nets.values():
-        net.train()
     for epoch in range(epochs):
         t0 = time.perf_counter()
         ctx.epoch = epoch
@@ -189,7 +286,7 @@ def train(spec: dict, splits: Splits, device: torch.device,
                "train_acc": 100.0 * correct.item() / len(seen)}
         rec.update({k: (v / len(seen)).item() for k, v in sums.items()})
         rec["test_loss"], rec["test_acc"] = evaluate(nets[method.reported], data)
-        for role in method.roles:
+        for role in trainable:
             if role != method.reported:
                 rec[f"{role}_test_loss"], rec[f"{role}_test_acc"] = evaluate(nets[role], data)
         rec["quartile_share"] = quartile_shares(loss_buf[seen])  # objective, ranked by itself
@@ -207,7 +304,8 @@ def train(spec: dict, splits: Splits, device: torch.device,
             break
     last = history[-1]
     best = max(history, key=lambda r: r["test_acc"])
-    return {
+    frozen_acc = {f"{r}_final_test_acc": evaluate(nets[r], data)[1] for r in method.frozen}
+    out = {
         "status": status,
         "final_test_acc": last["test_acc"],
         "best_test_acc": best["test_acc"],
@@ -220,6 +318,14 @@ def train(spec: dict, splits: Splits, device: torch.device,
             "num_train": n,
             "num_test": len(data.y_test),
             "noisy_fraction": data.noisy_mask.float().mean().item(),
-            **{f"{r}_final_test_acc": last[f"{r}_test_acc"] for r in method.roles if r != method.reported},
+            **{f"{r}_final_test_acc": last[f"{r}_test_acc"] for r in trainable if r != method.reported},
+            **frozen_acc,
         },
     }
+    if data.y_val is not None:
+        out["extras"]["num_val"] = len(data.y_val)
+    if keep_state:
+        out["state"] = {"nets": {r: {k: v.detach().cpu() for k, v in nets[r].state_dict().items()}
+                                 for r in trainable},
+                        "method": method.state_dict()}
+    return out

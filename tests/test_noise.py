@@ -142,3 +142,25 @@ def test_bad_kind_raises_naming_it():
 def test_bad_rate_raises_naming_it(rate):
     with pytest.raises(ValueError, match=str(rate)):
         corrupt_labels(_labels(10), C, "symmetric", rate, seed=0)
+
+
+# ---------------- shuffle (the official Data Parameters code) ----------------
+
+
+def test_shuffle_permutes_labels_among_the_first_floor_rate_n_only():
+    clean = _labels(1003)
+    noisy, mask = corrupt_labels(clean, C, "shuffle", 0.45, seed=1, dataset="toy")
+    k = int(0.45 * 1003)  # 451: floor, not round
+    assert torch.equal(noisy[k:], clean[k:])  # the rest untouched
+    assert sorted(noisy[:k].tolist()) == sorted(clean[:k].tolist())  # a permutation: class counts kept
+    assert torch.equal(mask, noisy != clean)
+    # some keep their label by chance (about 1/C of them), most do not
+    assert 0.6 * k < int(mask.sum()) < k
+
+
+def test_shuffle_is_deterministic_and_seeded():
+    clean = _labels(500)
+    a, _ = corrupt_labels(clean, C, "shuffle", 0.4, seed=2, dataset="toy")
+    b, _ = corrupt_labels(clean, C, "shuffle", 0.4, seed=2, dataset="toy")
+    c, _ = corrupt_labels(clean, C, "shuffle", 0.4, seed=3, dataset="toy")
+    assert torch.equal(a, b) and not torch.equal(a, c)
