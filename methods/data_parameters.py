@@ -97,7 +97,7 @@ class DataParameters:
     def scale_logits(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """logits / sigma (Eq. (1)), training only; remembers the batch's rows for the next `step`."""
         self._targets, self._indices = targets.detach(), indices.detach()
-        return logits * self.sigma(targets, indices)[:, None]
+        return logits / self.sigma(targets, indices)[:, None]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
