@@ -25,7 +25,7 @@ from .spec import flat, run_id, versioned
 TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
 PAPERS = ("blcl", "dataparams", "superloss", "dcd", "ext")  # ext: studies of our own, beyond the papers
 BUDGETS = ("full", "reduced", "smoke")
-FIGURES = ("loss_curves", "quartile_shares")
+FIGURES = ("loss_curves", "quartile_shares", "noise_curves", "sigma_clean_noisy")
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes"}
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants"}

@@ -1,0 +1,121 @@
+"""The results store, torch-free (the runner, the report and the figures share it).
+
+Layout: results/runs/<target>/<run_id>.json, one strict-JSON record per run (contract: `schema.problems`).
+A record is *finished* when it parses, passes the schema and has status `ok` or `diverged`: such a run is never
+rerun or rewritten. Anything else at a run's path (a failed run, a truncated or schema-breaking file) is moved
+aside as <run_id>.failed-<k>.json before the run is retried, so no record is ever lost or silently overwritten.
+Checkpoints (e.g. a KD teacher's weights) live in checkpoints/<run_id>.pt beside results/, outside git.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import tempfile
+from collections import defaultdict
+
+from .schema import problems
+from .spec import canonical
+
+FINISHED = ("ok", "diverged")
+RUN_FILE = re.compile(r"^[0-9a-f]{12}\.json$")
+
+
+def index_results(results: str) -> dict[str, str]:
+    """run_id -> path of its result JSON, over all targets."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(results, "runs", "*", "*.json"))):
+        if RUN_FILE.match(os.path.basename(path)):
+            out[os.path.basename(path)[:-5]] = path
+    return out
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_record(path: str) -> tuple[dict | None, str | None]:
+    """(record, None) for a schema-valid record, else (None, why)."""
+    try:
+        rec = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable: {type(e).__name__}: {e}"
+    if not isinstance(rec, dict):
+        return None, "not a JSON object"
+    bad = problems(rec)
+    if bad:
+        return None, "breaks the schema: " + "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+    return rec, None
+
+
+def is_finished(path: str | None) -> bool:
+    if not path:
+        return False
+    rec, _ = read_record(path)
+    return rec is not None and rec["status"] in FINISHED
+
+
+def finite(obj):
+    """Non-finite floats (a diverged run's losses) become null, so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def write_atomic(path: str, obj: dict) -> None:
+    """Write strict JSON to a temporary file in the same folder, then rename it over `path` (0644)."""
+    obj = finite(obj)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def archive(path: str, tag: str = "failed") -> str:
+    """Move a record aside as <run_id>.<tag>-<k>.json (k = first free number); returns the new path."""
+    k = 1
+    while os.path.exists(f"{path[:-5]}.{tag}-{k}.json"):
+        k += 1
+    new = f"{path[:-5]}.{tag}-{k}.json"
+    os.replace(path, new)
+    return new
+
+
+def cell_key(spec: dict) -> str:
+    """Everything but the seed: the runs of one table cell."""
+    return canonical({k: v for k, v in spec.items() if k != "seed"})
+
+
+def load_records(results: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """(cell key -> schema-valid records of all statuses, sorted by seed; path -> why, for files skipped)."""
+    cells: dict[str, list[dict]] = defaultdict(list)
+    skipped: dict[str, str] = {}
+    for path in index_results(results).values():
+        rec, why = read_record(path)
+        if rec is None:
+            skipped[path] = why
+            continue
+        cells[cell_key(rec["spec"])].append(rec)
+    for recs in cells.values():
+        recs.sort(key=lambda r: r["spec"]["seed"])
+    return cells, skipped
+
+
+def checkpoint_path(results: str, rid: str) -> str:
+    """checkpoints/<run_id>.pt beside the results folder (ignored by git)."""
+    return os.path.join(os.path.dirname(os.path.abspath(results)), "checkpoints", f"{rid}.pt")
