@@ -71,7 +71,7 @@ def cmd_list(targets, data_root: str) -> None:
 
 
 def cmd_dry_run(plans, results: str) -> None:
-    from .runner import index_results, is_finished
+    from .store import index_results, is_finished
 
     done = index_results(results)
     n_done = 0
@@ -86,8 +86,30 @@ def cmd_dry_run(plans, results: str) -> None:
     print(f"{len(plans)} runs, {n_done} done, {len(plans) - n_done} to run")
 
 
+def load_needed(plans, data_root: str, download: bool) -> dict:
+    """Load every dataset the runs to do need, before anything is written: a dataset that is missing (downloads
+    off) or fails to load is a usage error naming the dataset and the folder, not a string of failed runs."""
+    from data import load_dataset
+
+    cache = {}
+    for name in sorted({p.spec["data"]["dataset"] for p in plans}):
+        if not download and not dataset_present(name, data_root):
+            raise UsageError(f"dataset {name!r} is not under --data {data_root!r} and downloads are off "
+                             f"(--no-download or $CLREPRO_NO_DOWNLOAD); point --data at a folder that holds it")
+        try:
+            cache[name] = load_dataset(name, data_root, download=download)
+        except Exception as e:  # a failed download, a bad checksum, a truncated file
+            raise UsageError(f"dataset {name!r} could not be loaded from {data_root!r}: {type(e).__name__}: {e}") \
+                from None
+    return cache
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if os.path.exists(args.results) and not os.path.isdir(args.results):
+        print(f"error: --results {args.results!r} is an existing file; name a folder (it is created if missing)",
+              file=sys.stderr)
+        return 2
     args.budget = args.budget or ("full" if args.target else DEFAULT_BUDGET)
     args.target = args.target or DEFAULT_TARGET
     data_root = args.data or default_data_root()
@@ -113,16 +135,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             cmd_dry_run(plans, args.results)
             return 0
-        from .runner import resolve_device, run_plans
+        from .runner import resolve_device, run_plans, todo_plans
 
         try:
             device = resolve_device(args.device)
         except RuntimeError as e:
             raise UsageError(str(e)) from None
+        cache = load_needed(todo_plans(plans, args.results), data_root, not args.no_download)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    failed = run_plans(plans, data_root, args.results, device, args.fail_fast, download=not args.no_download)
+    failed = run_plans(plans, data_root, args.results, device, args.fail_fast, download=not args.no_download,
+                       cache=cache)
     write_report(targets, args.results, report_path(args))
     print(f"report: {report_path(args)}")
     return 1 if failed else 0

@@ -3,12 +3,17 @@
 - `loss_curves`: train CE and test loss per epoch, mean over seeds with a +-1 sd band (BLCL Fig. 8 view).
 - `quartile_shares`: share of the summed training objective carried by each difficulty quartile per epoch,
   stacked, mean over seeds (BLCL Fig. 5/6; the top band is Fig. 9's alpha).
+- `noise_curves`: test accuracy against the label-noise rate per method, final epoch (solid) and test-selected
+  best epoch (dashed, optimistic), mean with the seeds' spread (SuperLoss Fig. 5 view).
+- `sigma_clean_noisy`: Data Parameters' mean instance sigma over clean and over corrupted samples per epoch, one
+  panel per noise rate, with the seeds' spread (Data Parameters Fig. 4 view).
 """
 from __future__ import annotations
 
 import os
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -23,7 +28,8 @@ def _caption(t, budget: str, df, devices: list[str]) -> str:
     return f"{t.name} · budget {budget} · seeds {seeds} · {'; '.join(devices)}"
 
 
-def loss_curves(t, budget, df, devices, path):
+def loss_curves(t, budget, by_cell, labels, devices, path):
+    df = history_frame(by_cell, labels)
     rows = list(dict.fromkeys(df["row"]))
     fig, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4.2), squeeze=False)
     long = df.melt(id_vars=["row", "variant", "seed", "epoch"], value_vars=["train_ce", "test_loss"],
@@ -39,7 +45,8 @@ def loss_curves(t, budget, df, devices, path):
     plt.close(fig)
 
 
-def quartile_shares(t, budget, df, devices, path):
+def quartile_shares(t, budget, by_cell, labels, devices, path):
+    df = history_frame(by_cell, labels)
     rows, variants = list(dict.fromkeys(df["row"])), list(dict.fromkeys(df["variant"]))
     fig, axes = plt.subplots(len(rows), len(variants), figsize=(4.2 * len(variants), 3.4 * len(rows)),
                              squeeze=False, sharey=True)
@@ -64,20 +71,99 @@ def quartile_shares(t, budget, df, devices, path):
     plt.close(fig)
 
 
-DRAW = {"loss_curves": loss_curves, "quartile_shares": quartile_shares}
+def history_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.DataFrame:
+    """Long table of per-epoch history over the ok runs: row, variant, seed, epoch and every scalar metric."""
+    rows = []
+    for (row, variant, _comp, rate), recs in by_cell.items():
+        for r in recs:
+            if r["status"] != "ok":
+                continue
+            for h in r["history"]:
+                base = {"row": labels[row] + (f", noise {rate:g}" if rate else ""), "variant": variant,
+                        "seed": r["spec"]["seed"], "epoch": h["epoch"]}
+                base.update({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"})
+                # Fig. 5/6: the objective's share per CE-ranked quartile where recorded (runs before this field
+                # existed rank the objective by itself; the two agree for ERM)
+                shares = h.get("quartile_share_by_ce") or h.get("quartile_share", [])
+                base["q_ranking"] = "CE" if "quartile_share_by_ce" in h else "own loss"
+                for q, share in enumerate(shares):
+                    base[f"q{q + 1}"] = share
+                rows.append(base)
+    return pd.DataFrame(rows)
+
+
+def run_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.DataFrame:
+    """One line per ok run: row, variant, noise rate, seed, final and best test accuracy."""
+    return pd.DataFrame([{"row": labels[row], "variant": variant, "rate": rate, "seed": r["spec"]["seed"],
+                          "final": r["final_test_acc"], "best": r["best_test_acc"]}
+                         for (row, variant, _c, rate), recs in by_cell.items() for r in recs if r["status"] == "ok"])
+
+
+def noise_curves(t, budget, by_cell, labels, devices, path):
+    df = run_frame(by_cell, labels)
+    long = df.melt(id_vars=["row", "variant", "rate", "seed"], value_vars=["final", "best"], var_name="epoch",
+                   value_name="test accuracy (%)")
+    long["epoch"] = long["epoch"].map({"final": "last epoch", "best": "best epoch (test-selected)"})
+    rows = list(dict.fromkeys(df["row"]))
+    fig, axes = plt.subplots(1, len(rows), figsize=(7 * len(rows), 4.6), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        sns.lineplot(data=long[long["row"] == row], x="rate", y="test accuracy (%)", hue="variant", style="epoch",
+                     errorbar=("pi", 100), markers=True, markersize=5, ax=ax, err_kws={"alpha": 0.15})
+        ax.set_xlabel("label-noise rate")
+        ax.set_title(f"{row}: band = min-max over seeds")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sigma_frame(by_cell: dict[tuple, list[dict]]) -> pd.DataFrame:
+    """Per epoch and run: mean instance sigma over clean and over corrupted samples (Data Parameters extras)."""
+    rows = []
+    for (_row, variant, _c, rate), recs in by_cell.items():
+        for r in recs:
+            for h in r["history"] if r["status"] == "ok" else []:
+                ex = h.get("extras") or {}
+                for group in ("clean", "noisy"):
+                    v = ex.get(f"inst_sigma_{group}_mean")
+                    if v is not None:
+                        rows.append({"variant": variant, "rate": rate, "seed": r["spec"]["seed"],
+                                     "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
+                                     "sigma": v})
+    return pd.DataFrame(rows)
+
+
+def sigma_clean_noisy(t, budget, by_cell, labels, devices, path):
+    df = sigma_frame(by_cell)
+    if df.empty:
+        return False
+    rates = sorted(df["rate"].unique())
+    fig, axes = plt.subplots(1, len(rates), figsize=(3.6 * len(rates), 3.6), squeeze=False, sharey=True)
+    for ax, rate in zip(axes[0], rates):
+        sns.lineplot(data=df[df["rate"] == rate], x="epoch", y="sigma", hue="samples", style="variant",
+                     errorbar=("pi", 100), ax=ax, palette={"clean": "tab:green", "corrupted": "tab:red"})
+        ax.set_title(f"noise {rate:g}", fontsize=9)
+    axes[0][0].set_ylabel("mean instance sigma")
+    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+DRAW = {"loss_curves": loss_curves, "quartile_shares": quartile_shares, "noise_curves": noise_curves,
+        "sigma_clean_noisy": sigma_clean_noisy}
 
 
 def draw(kind, t, budget, by_cell, labels, out_dir, devices) -> str | None:
     """Draw figure `kind` for one target and budget; returns its path, or None with no finished run."""
-    from .report import history_frame
-
-    df = history_frame(by_cell, labels)
-    if df.empty:
+    if not any(r["status"] == "ok" for recs in by_cell.values() for r in recs):
         return None
     sns.set_theme(style="whitegrid", context="paper")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{budget}-{kind}.png")
     tmp = f"{path}.{os.getpid()}.tmp.png"
-    DRAW[kind](t, budget, df, devices, tmp)
+    if DRAW[kind](t, budget, by_cell, labels, devices, tmp) is False:  # nothing of this kind recorded
+        return None
     os.replace(tmp, path)  # atomic: two workers finishing together never leave a torn PNG
     return path

@@ -10,31 +10,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections import defaultdict
 
-import pandas as pd
-
-from .runner import index_results, read_json
-from .spec import canonical
+from .store import cell_key, load_records
 from .targets import BUDGETS, Target
 
 FIG_DIR = "figures"
-
-
-def cell_key(spec: dict) -> str:
-    """Everything but the seed: the runs of one table cell."""
-    return canonical({k: v for k, v in spec.items() if k != "seed"})
-
-
-def load_records(results: str) -> dict[str, list[dict]]:
-    """cell key -> result records (all statuses), read from results/runs/*/*.json."""
-    cells: dict[str, list[dict]] = defaultdict(list)
-    for path in index_results(results).values():
-        rec = read_json(path)
-        cells[cell_key(rec["spec"])].append(rec)
-    for recs in cells.values():
-        recs.sort(key=lambda r: r["spec"]["seed"])
-    return cells
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -190,7 +170,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
 
 
 def write_report(targets: dict[str, Target], results: str, path: str) -> str:
-    cells = load_records(results)
+    cells, skipped = load_records(results)
     report_dir = os.path.dirname(os.path.abspath(path))
     parts = ["# clrepro reproduction report", "",
              "Generated from the result JSONs under `results/runs/` by `./reproduce.sh report` (also after every "
@@ -206,6 +186,9 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
                                            for r in cells.get(cell_key(p.spec), [])))
         parts.append(f"| [{t.name}](#{t.name}) | {t.raw['paper'].upper()} {t.raw['artifact']} | {done} / {len(plans)} |")
     parts.append("")
+    if skipped:
+        parts += ["**Result files skipped** (unreadable or breaking the schema; the runner archives and reruns them):", ""]
+        parts += [f"- `{os.path.relpath(p, report_dir)}`: {why}" for p, why in sorted(skipped.items())] + [""]
     for t in targets.values():
         parts += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir), ""]
     text = "\n".join(parts).rstrip() + "\n"
@@ -218,25 +201,4 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
     return text
 
 
-def history_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.DataFrame:
-    """Long table of per-epoch history over the ok runs: row, variant, seed, epoch and every scalar metric."""
-    rows = []
-    for (row, variant, _comp, rate), recs in by_cell.items():
-        for r in recs:
-            if r["status"] != "ok":
-                continue
-            for h in r["history"]:
-                base = {"row": labels[row] + (f", noise {rate:g}" if rate else ""), "variant": variant,
-                        "seed": r["spec"]["seed"], "epoch": h["epoch"]}
-                base.update({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"})
-                # Fig. 5/6: the objective's share per CE-ranked quartile where recorded (runs before this field
-                # existed rank the objective by itself; the two agree for ERM)
-                shares = h.get("quartile_share_by_ce") or h.get("quartile_share", [])
-                base["q_ranking"] = "CE" if "quartile_share_by_ce" in h else "own loss"
-                for q, share in enumerate(shares):
-                    base[f"q{q + 1}"] = share
-                rows.append(base)
-    return pd.DataFrame(rows)
-
-
-__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell", "history_frame"]
+__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell"]

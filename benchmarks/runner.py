@@ -1,19 +1,22 @@
 """Runs a target's matrix: skips finished runs, trains the rest, writes one JSON per run atomically.
 
-Result files live at results/runs/<target>/<run_id>.json. A run whose JSON exists anywhere under results/runs
-with status `ok` or `diverged` is finished and never rerun or rewritten (the same spec from another target is
-the same run). A `failed` run is retried; its old record is kept beside it as <run_id>.failed-<k>.json.
+Result files live at results/runs/<target>/<run_id>.json (see `store`). A run whose JSON exists anywhere under
+results/runs, passes the schema and has status `ok` or `diverged` is finished and never rerun or rewritten (the
+same spec from another target is the same run). Anything else is retried; the old file is kept beside it as
+<run_id>.failed-<k>.json.
+
+Teachers: a spec whose `roles.<role>.from_run` names another run's spec (KD's teacher) needs that run's
+checkpoint. The runner trains the teacher first, once, under its own lock, writes its checkpoint
+(checkpoints/<teacher_id>.pt, sha256 recorded in the teacher's JSON) and then its JSON; the student's run id
+covers the teacher's spec. A missing or corrupt checkpoint (sha256 differs from the record) is retrained, never
+used; the teacher's previous record is then kept as <teacher_id>.superseded-<k>.json.
 """
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import glob
-import json
-import math
+import hashlib
 import os
-import re
-import tempfile
 import time
 import traceback
 
@@ -24,78 +27,20 @@ from data import load_dataset
 from engine import train
 
 from .provenance import environment
+from .store import archive, checkpoint_path, index_results, is_finished, read_json, read_record, write_atomic
 from .targets import Plan
 
 SCHEMA_VERSION = 1
-FINISHED = ("ok", "diverged")
-RUN_FILE = re.compile(r"^[0-9a-f]{12}\.json$")
 
 
-def index_results(results: str) -> dict[str, str]:
-    """run_id -> path of its result JSON, over all targets."""
-    out = {}
-    for path in sorted(glob.glob(os.path.join(results, "runs", "*", "*.json"))):
-        if RUN_FILE.match(os.path.basename(path)):
-            out[os.path.basename(path)[:-5]] = path
-    return out
-
-
-def read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def is_finished(path: str | None) -> bool:
-    if not path:
-        return False
-    try:
-        return read_json(path).get("status") in FINISHED
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def finite(obj):
-    """Non-finite floats (a diverged run's losses) become null, so the file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def write_atomic(path: str, obj: dict) -> None:
-    obj = finite(obj)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _archive_failed(path: str) -> None:
-    k = 1
-    while os.path.exists(f"{path[:-5]}.failed-{k}.json"):
-        k += 1
-    os.replace(path, f"{path[:-5]}.failed-{k}.json")
-
-
-def acquire(results: str, rid: str):
+def acquire(results: str, rid: str, wait: bool = False):
     """Claim run `rid` for this process with an exclusive flock on results/locks/<rid>.lock; returns the open
     file (closing it, or the process dying, releases the claim) or None when another worker holds it. Lets
     several workers share one results folder without training the same spec twice, across targets too."""
     os.makedirs(os.path.join(results, "locks"), exist_ok=True)
     f = open(os.path.join(results, "locks", f"{rid}.lock"), "a")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         f.close()
         return None
@@ -110,9 +55,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def teacher_plans(plan: Plan) -> dict[str, Plan]:
+    """role -> the plan of the run whose checkpoint the role is restored from."""
+    return {role: Plan(plan.target, plan.row, role, role, block["from_run"])
+            for role, block in plan.spec.get("roles", {}).items() if "from_run" in block}
+
+
+def valid_checkpoint(results: str, rid: str) -> str | None:
+    """The checkpoint path of finished run `rid` if its file exists and matches the sha256 in its record."""
+    found = index_results(results).get(rid)
+    rec = read_record(found)[0] if found else None
+    path = checkpoint_path(results, rid)
+    if rec is None or rec["status"] != "ok" or not os.path.isfile(path):
+        return None
+    want = rec["extras"].get("checkpoint_sha256")
+    return path if want and _sha256(path) == want else None
+
+
+def _save_checkpoint(results: str, rid: str, state: dict) -> str:
+    path = checkpoint_path(results, rid)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return _sha256(path)
+
+
 def execute(plan: Plan, data_root: str, results: str, device: torch.device, env: dict, cache: dict,
-            progress=None, download: bool = True) -> dict:
-    """Train one plan and write its JSON; returns the record."""
+            progress=None, download: bool = True, keep_state: bool = False, role_states: dict | None = None) -> dict:
+    """Train one plan and write its JSON (and, with `keep_state`, first its checkpoint); returns the record."""
     spec = plan.spec
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -122,7 +101,10 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
         name = spec["data"]["dataset"]
         if name not in cache:
             cache[name] = load_dataset(name, data_root, download=download)
-        out = train(spec, cache[name], device, on_epoch=progress)
+        out = train(spec, cache[name], device, on_epoch=progress, role_states=role_states, keep_state=keep_state)
+        state = out.pop("state", None)
+        if state is not None and out["status"] == "ok":
+            out["extras"]["checkpoint_sha256"] = _save_checkpoint(results, plan.run_id, state)
         record.update(out, error=None)
     except Exception as e:  # a failed run is recorded, not lost; KeyboardInterrupt writes nothing
         record.update(status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}",
@@ -131,56 +113,120 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
     record["provenance"] = {**env, "start": started.isoformat(timespec="seconds"),
                             "end": end.isoformat(timespec="seconds"), "wall_seconds": round(time.perf_counter() - t0, 3)}
     path = os.path.join(results, "runs", plan.target, f"{plan.run_id}.json")
-    if os.path.exists(path):
-        if is_finished(path):  # another process finished it meanwhile: keep theirs, never overwrite
-            return read_json(path)
-        _archive_failed(path)
+    old = index_results(results).get(plan.run_id)
+    if old and is_finished(old) and not keep_state:  # another process finished it meanwhile: keep theirs
+        return read_json(old)
+    if old:
+        archive(old, "superseded" if is_finished(old) else "failed")
     write_atomic(path, record)
     return record
 
 
-def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False,
-              download: bool = True) -> int:
-    """Run every unfinished plan; returns the number of runs that failed."""
+class _Session:
+    """What one `run_plans` call shares: device, environment, dataset cache, options."""
+
+    def __init__(self, data_root, results, device, download, teacher_ids):
+        self.data_root, self.results, self.device, self.download = data_root, results, device, download
+        self.env = environment(device)
+        self.cache: dict = {}
+        self.teacher_ids = teacher_ids
+
+    def run(self, plan: Plan, role_states=None) -> dict:
+        epochs = tqdm(total=plan.spec["recipe"]["epochs"], desc=f"{plan.run_id} {plan.variant}", unit="ep",
+                      leave=False, dynamic_ncols=True)
+
+        def on_epoch(rec):
+            epochs.set_postfix(test_acc=f"{rec['test_acc']:.2f}", loss=f"{rec['train_loss']:.3f}")
+            epochs.update(1)
+
+        try:
+            rec = execute(plan, self.data_root, self.results, self.device, self.env, self.cache, on_epoch,
+                          self.download, keep_state=plan.run_id in self.teacher_ids, role_states=role_states)
+        finally:
+            epochs.close()
+        acc = rec.get("final_test_acc")
+        tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
+                   f"budget={plan.spec['budget']} id={plan.run_id} "
+                   f"test_acc={'-' if acc is None else f'{acc:.2f}'} wall={rec['provenance']['wall_seconds']:.0f}s")
+        if rec["status"] == "failed":
+            tqdm.write(rec["error"])
+        return rec
+
+    def role_states(self, plan: Plan) -> dict[str, dict]:
+        """Restore every `from_run` role, training its run first when its checkpoint is missing or corrupt."""
+        states = {}
+        for role, tplan in teacher_plans(plan).items():
+            ckpt = valid_checkpoint(self.results, tplan.run_id)
+            if ckpt is None:
+                lock = acquire(self.results, tplan.run_id, wait=True)  # another worker may be training it
+                try:
+                    ckpt = valid_checkpoint(self.results, tplan.run_id)
+                    if ckpt is None:
+                        tqdm.write(f"[teacher] {tplan.run_id} for {plan.run_id}: no valid checkpoint, training it")
+                        rec = self.run(tplan, self.role_states(tplan))
+                        if rec["status"] != "ok":
+                            raise RuntimeError(f"teacher run {tplan.run_id} ended {rec['status']}")
+                        ckpt = valid_checkpoint(self.results, tplan.run_id)
+                finally:
+                    lock.close()
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            states[role] = saved["nets"][saved["reported"]]
+        return states
+
+
+def todo_plans(plans: list[Plan], results: str) -> list[Plan]:
     done = index_results(results)
-    todo = [p for p in plans if not is_finished(done.get(p.run_id))]
+    return [p for p in plans if not is_finished(done.get(p.run_id))]
+
+
+def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False,
+              download: bool = True, cache: dict | None = None) -> int:
+    """Run every unfinished plan; returns the number of runs that failed. `cache`: datasets already loaded."""
+    todo = todo_plans(plans, results)
     tqdm.write(f"{len(plans)} runs in the matrix, {len(plans) - len(todo)} already done, {len(todo)} to run "
                f"on {device}")
-    env = environment(device)
-    cache: dict = {}
+    teacher_ids = {t.run_id for p in plans for t in teacher_plans(p).values()}
+    session = _Session(data_root, results, device, download, teacher_ids)
+    session.cache.update(cache or {})
     failed = skipped = 0
-    bar = tqdm(todo, desc="runs", unit="run", dynamic_ncols=True)
-    for plan in bar:
+    for plan in tqdm(todo, desc="runs", unit="run", dynamic_ncols=True):
         lock = acquire(results, plan.run_id)
         if lock is None:
             tqdm.write(f"[skip] {plan.run_id} is running in another process")
             skipped += 1
             continue
-        if is_finished(index_results(results).get(plan.run_id)):  # finished by another process meanwhile
-            lock.close()
-            continue
-        epochs = tqdm(total=plan.spec["recipe"]["epochs"], desc=f"{plan.run_id} {plan.variant}", unit="ep",
-                      leave=False, dynamic_ncols=True)
-
-        def on_epoch(rec, epochs=epochs):
-            epochs.set_postfix(test_acc=f"{rec['test_acc']:.2f}", loss=f"{rec['train_loss']:.3f}")
-            epochs.update(1)
-
         try:
-            rec = execute(plan, data_root, results, device, env, cache, on_epoch, download)
+            if is_finished(index_results(results).get(plan.run_id)):  # finished by another process meanwhile
+                continue
+            try:
+                states = session.role_states(plan)
+            except Exception as e:  # the student cannot start: record why, as a failed run
+                states = e
+            if isinstance(states, Exception):
+                rec = _failed_without_training(plan, session, states)
+            else:
+                rec = session.run(plan, states)
         finally:
             lock.close()
-        epochs.close()
-        acc = rec.get("final_test_acc")
-        tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
-                   f"budget={plan.spec['budget']} id={plan.run_id} "
-                   f"test_acc={'-' if acc is None else f'{acc:.2f}'} "
-                   f"wall={rec['provenance']['wall_seconds']:.0f}s")
         if rec["status"] == "failed":
             failed += 1
-            tqdm.write(rec["error"])
             if fail_fast:
                 break
     if skipped:
         tqdm.write(f"{skipped} run(s) skipped: held by another worker; rerun later to pick up their results")
     return failed
+
+
+def _failed_without_training(plan: Plan, session: _Session, err: Exception) -> dict:
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    record = {"schema_version": SCHEMA_VERSION, "run_id": plan.run_id, "target": plan.target, "row": plan.row,
+              "variant": plan.variant, "compare_as": plan.compare_as, "spec": plan.spec, "status": "failed",
+              "error": f"{type(err).__name__}: {err}", "final_test_acc": None, "best_test_acc": None,
+              "history": [], "extras": {}, "provenance": {**session.env, "start": now, "end": now, "wall_seconds": 0.0}}
+    path = os.path.join(session.results, "runs", plan.target, f"{plan.run_id}.json")
+    old = index_results(session.results).get(plan.run_id)
+    if old:
+        archive(old, "failed")
+    write_atomic(path, record)
+    tqdm.write(f"[failed] {plan.run_id}: {record['error']}")
+    return record

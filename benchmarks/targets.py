@@ -28,9 +28,11 @@ BUDGETS = ("full", "reduced", "smoke")
 FIGURES = ("loss_curves", "quartile_shares", "noise_curves", "sigma_clean_noisy")
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes"}
-ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants"}
+ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val"}
+VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
+ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
-BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule"}
+BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size"}
 PUBLISHED_KEYS = {"row", "variant", "rate", "value", "std", "source", "uncertain"}  # rate: the noise rate (default 0)
 CLAIM_KEYS = {"row", "method", "baseline", "text"}
 
@@ -80,22 +82,46 @@ class Target:
         seeds = list(self.raw["seeds"] if seeds is None else seeds)
         out = []
         for row in self.raw["rows"]:
-            recipe = dict(self.raw["recipes"][row["recipe"]])
-            recipe.update({k: v for k, v in over.items() if k in RECIPE_KEYS})
+            recipe = self._recipe(row["recipe"], over)
             model = _model_spec(row["model"])
             for rate in row["noise"]["rates"]:
                 data = {"dataset": row["dataset"],
                         "noise": {"kind": row["noise"]["kind"] if rate else "none", "rate": float(rate)},
                         "train_subset": over.get("train_subset"), "test_subset": over.get("test_subset")}
+                if row.get("val"):  # only when set, so the ids of runs without a validation split never change
+                    data.update(val_size=over.get("val_size", row["val"]["size"]), val_seed=row["val"].get("seed", 0))
                 for v in row["variants"]:
-                    params = {k: x for k, x in self.variant(v).items() if k not in ("method", "compare_as")}
-                    method = {"name": self.variant(v)["method"],
-                              **config_dict(make_config(self.variant(v)["method"], params))}
+                    method = _method_spec(self.variant(v))
                     for seed in seeds:
-                        spec = versioned({"budget": budget, "data": data, "method": method, "model": model,
-                                          "recipe": recipe, "seed": int(seed)})
-                        out.append(Plan(self.name, row["id"], v, self.compare_as(v), spec))
+                        spec = {"budget": budget, "data": data, "method": method, "model": model,
+                                "recipe": recipe, "seed": int(seed)}
+                        roles = self._roles(self.variant(v), row, over, spec)
+                        if roles:
+                            spec["roles"] = roles
+                        out.append(Plan(self.name, row["id"], v, self.compare_as(v), versioned(spec)))
         return out
+
+    def _recipe(self, name: str, over: dict) -> dict:
+        recipe = dict(self.raw["recipes"][name])
+        recipe.update({k: v for k, v in over.items() if k in RECIPE_KEYS})
+        return recipe
+
+    def _roles(self, variant: dict, row: dict, over: dict, spec: dict) -> dict:
+        """Per-role blocks: a role restored from another run (`from`: that run's method, default ERM) gets its
+        model and the full spec of that run (same data, noise, seed and budget), which enters the run id."""
+        out = {}
+        for role, block in (variant.get("roles") or {}).items():
+            tmodel = _model_spec(block.get("model", row["model"]))
+            tspec = {**spec, "method": _method_spec(block.get("from", {"method": "erm"})), "model": tmodel,
+                     "recipe": self._recipe(block.get("recipe", row["recipe"]), over)}
+            out[role] = {"model": tmodel, "from_run": versioned(tspec)}
+        return out
+
+
+def _method_spec(variant: dict) -> dict:
+    """The method's name plus every hyper-parameter with its default filled in."""
+    params = {k: x for k, x in variant.items() if k not in VARIANT_RESERVED}
+    return {"name": variant["method"], **config_dict(make_config(variant["method"], params))}
 
 
 def _model_spec(model: dict) -> dict:
@@ -158,11 +184,11 @@ def _validate(raw: dict, path: str) -> None:
         raise UsageError(f"{w}: seeds must be a non-empty list of integers")
     for name, v in raw["variants"].items():
         _keys(f"{w}: variants.{name}", v, set(v) | {"method"} if isinstance(v, dict) else set(), {"method"})
-        params = {k: x for k, x in v.items() if k not in ("method", "compare_as")}
         try:
-            make_config(v["method"], params)
+            _method_spec(v)
         except (KeyError, ValueError, TypeError) as e:
             raise UsageError(f"{w}: variants.{name}: {e.args[0] if e.args else e}") from None
+        _validate_roles(f"{w}: variants.{name}", v, raw)
     for name, r in raw["recipes"].items():
         _check_recipe(f"{w}: recipes.{name}", r, RECIPE_KEYS, {"epochs", "batch_size", "optimizer", "schedule"})
     for b, over in raw["budgets"].items():
@@ -174,7 +200,7 @@ def _validate(raw: dict, path: str) -> None:
     ids = set()
     for i, row in enumerate(raw["rows"]):
         where = f"{w}: rows[{i}]"
-        _keys(where, row, ROW_KEYS, ROW_KEYS - {"label"})
+        _keys(where, row, ROW_KEYS, ROW_KEYS - {"label", "val"})
         if not isinstance(row["id"], str) or row["id"] in ids:
             raise UsageError(f"{where}: id {row['id']!r} must be a string, unique within the target")
         ids.add(row["id"])
@@ -201,6 +227,12 @@ def _validate(raw: dict, path: str) -> None:
         if row["noise"]["kind"] == "none" and any(rates):
             raise UsageError(f"{where}.noise: kind 'none' with a non-zero rate {rates!r}; name the kind "
                              f"({', '.join(k for k in NOISE_KINDS if k != 'none')})")
+        if "val" in row:
+            _keys(f"{where}.val", row["val"], {"size", "seed"}, {"size"})
+            if not all(isinstance(row["val"].get(k, 0), int) and not isinstance(row["val"].get(k, 0), bool)
+                       and row["val"].get(k, 0) >= 0 for k in ("size", "seed")) or row["val"]["size"] < 1:
+                raise UsageError(f"{where}.val: size must be a positive integer and seed an integer >= 0, "
+                                 f"got {row['val']!r}")
         if not isinstance(row["variants"], list) or not row["variants"]:
             raise UsageError(f"{where}: variants must be a non-empty list")
         _dry_build(where, row["model"], entry.input_kind)
@@ -227,6 +259,33 @@ def _validate(raw: dict, path: str) -> None:
             raise UsageError(f"{w}: figure {f!r}; allowed: {', '.join(FIGURES)}")
 
 
+def _validate_roles(where: str, variant: dict, raw: dict) -> None:
+    from methods import method_class
+
+    roles = variant.get("roles") or {}
+    _keys(f"{where}.roles", roles, set(method_class(variant["method"]).frozen))
+    for role, block in roles.items():
+        _keys(f"{where}.roles.{role}", block, ROLE_KEYS)
+        if "model" in block:
+            try:
+                entry = model_entry(block["model"]["name"])
+            except (KeyError, TypeError) as e:
+                raise UsageError(f"{where}.roles.{role}.model: {e.args[0] if e.args else e}") from None
+            bad = sorted(set(block["model"]) - {"name"} - entry.options())
+            if bad:
+                raise UsageError(f"{where}.roles.{role}.model: {entry.name} has no option {bad[0]!r}; "
+                                 f"allowed: {sorted(entry.options())}")
+        if "from" in block:
+            _keys(f"{where}.roles.{role}.from", block["from"], set(block["from"]) | {"method"}, {"method"})
+            try:
+                _method_spec(block["from"])
+            except (KeyError, ValueError, TypeError) as e:
+                raise UsageError(f"{where}.roles.{role}.from: {e.args[0] if e.args else e}") from None
+        if "recipe" in block and block["recipe"] not in raw["recipes"]:
+            raise UsageError(f"{where}.roles.{role}: unknown recipe {block['recipe']!r}; known: "
+                             f"{', '.join(raw['recipes'])}")
+
+
 def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) -> None:
     _keys(where, r, allowed, required)
     try:
@@ -250,7 +309,7 @@ def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) ->
         raise UsageError(f"{where}: normalize must be [mean, std] (numbers or per-channel lists), got {r['normalize']!r}")
     if "augment" in r and r["augment"] not in AUGMENTS:
         raise UsageError(f"{where}: augment {r['augment']!r}; allowed: {', '.join(AUGMENTS)}")
-    for k in ("epochs", "batch_size", "train_subset", "test_subset"):
+    for k in ("epochs", "batch_size", "train_subset", "test_subset", "val_size"):
         if k in r and r[k] is not None and (not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1):
             raise UsageError(f"{where}: {k} must be a positive integer, got {r[k]!r}")
 

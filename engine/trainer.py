@@ -120,6 +120,7 @@ class _Context:
         self.train_labels = data.y_train
         self.has_val = data.y_val is not None
         self.epoch = 0
+        self.num_epochs = 0
         self.progress = 0.0
 
     def attach(self, role: str, stepper) -> None:
@@ -249,6 +250,7 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
     optimizers = {r: build_optimizer(recipe["optimizer"], nets[r].parameters()) for r in trainable}
     schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in trainable}
     ctx = _Context(nets, optimizers, data, splits.num_classes, device)
+    ctx.num_epochs = epochs
     for r in trainable:
         nets[r].train()
     method.setup(ctx)
@@ -327,5 +329,5 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
     if keep_state:
         out["state"] = {"nets": {r: {k: v.detach().cpu() for k, v in nets[r].state_dict().items()}
                                  for r in trainable},
-                        "method": method.state_dict()}
+                        "reported": method.reported, "method": method.state_dict()}
     return out

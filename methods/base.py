@@ -54,6 +54,7 @@ class Stepper(Protocol):
 class StepContext(Protocol):
     nets: dict[str, nn.Module]
     epoch: int  # 0-based
+    num_epochs: int  # epochs of the run (the recipe after budget overrides)
     progress: float  # fraction of all training steps done before this one, in [0, 1)
     device: torch.device
     num_classes: int

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Batch, Method, StepContext, StepOut
+from .kd import soft_kl
 from .registry import register_method
 
 _EPS = 1e-9
@@ -66,11 +67,9 @@ def marginal_gain(val_now: float, val_prev: float) -> float:
 
 def kd_terms(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor,
              T: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample (CE(student, y), T^2 * KL(softmax(t/T) || softmax(s/T))): the two terms of Eqs. (2), (16), (17)."""
-    ce = F.cross_entropy(s_logits, y, reduction="none")
-    kl = F.kl_div(F.log_softmax(s_logits / T, dim=1), F.log_softmax(t_logits.detach() / T, dim=1),
-                  reduction="none", log_target=True).sum(1)
-    return ce, T * T * kl
+    """Per-sample (CE(student, y), T^2 * KL(softmax(t/T) || softmax(s/T))): the two terms of Eqs. (2), (16), (17),
+    the KL term being KD's own (`methods.kd.soft_kl`), so eq17 is exactly the KD baseline's loss."""
+    return F.cross_entropy(s_logits, y, reduction="none"), soft_kl(s_logits, t_logits, T)
 
 
 def rank_within_classes(scores: torch.Tensor, labels: torch.Tensor | None,

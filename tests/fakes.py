@@ -21,6 +21,7 @@ class FakeContext:
         self.x_val, self.y_val = x_val, y_val
         self.has_val = x_val is not None
         self.epoch = 0
+        self.num_epochs = 1
         self.progress = 0.0
         self.updates: list[str] = []  # roles in the order they were stepped
 

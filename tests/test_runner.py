@@ -54,12 +54,14 @@ def test_failed_run_is_retried_and_old_record_kept(tmp_path, data_root):
 
 def test_finished_run_of_another_target_is_reused(tmp_path, data_root):
     plan = smoke_plan()
-    other = tmp_path / "runs" / "blcl-other" / f"{plan.run_id}.json"
-    write_atomic(str(other), {"run_id": plan.run_id, "status": "ok", "marker": 1})
+    assert run_plans([plan], data_root, str(tmp_path / "a"), torch.device("cpu")) == 0
+    rec = json.load(open(tmp_path / "a" / "runs" / plan.target / f"{plan.run_id}.json"))
+    other = tmp_path / "b" / "runs" / "blcl-other" / f"{plan.run_id}.json"
+    write_atomic(str(other), {**rec, "target": "blcl-other"})
     before = open(other, "rb").read()
-    assert run_plans([plan], data_root, str(tmp_path), torch.device("cpu")) == 0
+    assert run_plans([plan], data_root, str(tmp_path / "b"), torch.device("cpu")) == 0
     assert open(other, "rb").read() == before
-    assert not (tmp_path / "runs" / plan.target).exists()
+    assert not (tmp_path / "b" / "runs" / plan.target).exists()
 
 
 def test_an_exception_is_a_failed_record_not_a_crash(tmp_path):
