@@ -119,9 +119,13 @@ def _digests(results):
             for p in glob.glob(os.path.join(results, "runs", "*", "*.json"))}
 
 
-@pytest.mark.parametrize("target,n_runs", [("blcl-table4", 18), ("blcl-table5", 9)])
-def test_smoke_end_to_end_and_rerun_is_a_noop(tmp_path, cli, data_root, target, n_runs):
-    r = cli(target, "--budget", "smoke", "--device", "cpu", *_args(tmp_path), data=data_root)
+@pytest.mark.parametrize("target,n_runs,n_figs,extra", [
+    ("blcl-table4", 18, 2, []), ("blcl-table5", 9, 2, []), ("ext-mr-kim", 15, 2, []),
+    ("ext-noise-fashion", 30, 3, ["--seeds", "0"]),  # every method under every noise rate, one seed (CI time)
+    ("ext-distill-fashion", 15, 1, []),  # 12 students and their 3 teachers (one per seed, shared by KD/MEKD/DCD)
+])
+def test_smoke_end_to_end_and_rerun_is_a_noop(tmp_path, cli, data_root, target, n_runs, n_figs, extra):
+    r = cli(target, "--budget", "smoke", "--device", "cpu", *extra, *_args(tmp_path), data=data_root)
     assert r.returncode == 0, r.stderr[-3000:]
     files = glob.glob(str(tmp_path / "results" / "runs" / target / "*.json"))
     assert len(files) == n_runs
@@ -133,11 +137,12 @@ def test_smoke_end_to_end_and_rerun_is_a_noop(tmp_path, cli, data_root, target, 
     report = (tmp_path / "REPORT.md").read_text()
     assert f"## {target}" in report and "### Budget `smoke`" in report and "not run" in report
     figs = glob.glob(str(tmp_path / "results" / "figures" / target / "smoke-*.png"))
-    assert len(figs) == 2
+    assert len(figs) == n_figs
     before = _digests(str(tmp_path / "results"))
-    r = cli(target, "--budget", "smoke", "--device", "cpu", *_args(tmp_path), data=data_root)
+    r = cli(target, "--budget", "smoke", "--device", "cpu", *extra, *_args(tmp_path), data=data_root)
     assert r.returncode == 0
-    assert f"{n_runs} runs in the matrix, {n_runs} already done, 0 to run" in r.stdout + r.stderr
+    n_matrix = n_runs - 3 if target == "ext-distill-fashion" else n_runs  # teachers are not in the matrix
+    assert f"{n_matrix} runs in the matrix, {n_matrix} already done, 0 to run" in r.stdout + r.stderr
     assert _digests(str(tmp_path / "results")) == before
     assert (tmp_path / "REPORT.md").read_text() == report
 
@@ -146,3 +151,20 @@ def test_filter_matching_nothing_exits_2(tmp_path, cli):
     r = cli("blcl-table5", "--filter", "row=nosuchrow", *_args(tmp_path))
     assert r.returncode == 2 and "nosuchrow" in r.stderr
     _nothing_written(tmp_path)
+
+
+def test_data_folder_without_the_dataset_exits_2_before_writing(tmp_path, cli):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    r = cli("blcl-table5", "--budget", "smoke", "--no-download", *_args(tmp_path), data=str(empty))
+    assert r.returncode == 2
+    assert "'mr'" in r.stderr and str(empty) in r.stderr
+    _nothing_written(tmp_path)
+
+
+def test_results_naming_a_file_exits_2(tmp_path, cli):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = cli("blcl-table5", "--budget", "smoke", "--results", str(f), "--report", str(tmp_path / "REPORT.md"))
+    assert r.returncode == 2 and "afile" in r.stderr and "file" in r.stderr
+    assert f.read_text() == "x" and not (tmp_path / "REPORT.md").exists()
