@@ -140,6 +140,14 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             best = fmt_cell([r["best_test_acc"] for r in recs if r["status"] == "ok"]) if accs else "—"
             out.append(f"| {rowname} | {name} | {pub_s} | {meas} | {diff} | {best} "
                        f"| {fmt_cell(teacher) if teacher else '—'} | {f'{sum(wall) / len(wall):.0f} s' if wall else '—'} |")
+        quoted = raw.get("published_only") or {}
+        for p in raw.get("published", []):  # baselines the paper quotes and this suite never runs
+            if p["variant"] in quoted:
+                rate = float(p.get("rate", 0.0))
+                rowname = labels[p["row"]] + (f", noise {rate:g}" if rate else "")
+                unc = " (alignment uncertain)" if p.get("uncertain") else ""
+                out.append(f"| {rowname} | {quoted[p['variant']]} | {p['value']:.2f}{unc} | published only: "
+                           f"not a method of this suite | — | — | — | — |")
         out.append("")
         claims = raw.get("claims", []) if budget == "full" else []
         if claims:

@@ -27,7 +27,7 @@ PAPERS = ("blcl", "dataparams", "superloss", "dcd", "ext")  # ext: studies of ou
 BUDGETS = ("full", "reduced", "smoke")
 FIGURES = ("loss_curves", "quartile_shares", "noise_curves", "sigma_clean_noisy")
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
-            "budgets", "published", "claims", "figures", "notes"}
+            "budgets", "published", "claims", "figures", "notes", "published_only"}
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val"}
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
@@ -242,13 +242,16 @@ def _validate(raw: dict, path: str) -> None:
             if v not in raw["variants"]:
                 raise UsageError(f"{where}: unknown variant {v!r}; known: {', '.join(raw['variants'])}")
     names = set(raw["variants"]) | {v.get("compare_as", k) for k, v in raw["variants"].items()}
+    quoted = raw.get("published_only") or {}  # baselines a paper quotes that this suite never runs: name -> label
+    if not isinstance(quoted, dict) or set(quoted) & names:
+        raise UsageError(f"{w}: published_only must map names that are not variants to labels, got {quoted!r}")
     for i, p in enumerate(raw.get("published", [])):
         _keys(f"{w}: published[{i}]", p, PUBLISHED_KEYS, {"row", "variant", "value", "source"})
         if not isinstance(p["value"], (int, float)) or isinstance(p["value"], bool):
             raise UsageError(f"{w}: published[{i}].value {p['value']!r} must be a number")
-        if p["row"] not in ids or p["variant"] not in names:
+        if p["row"] not in ids or p["variant"] not in names | set(quoted):
             raise UsageError(f"{w}: published[{i}] names row {p['row']!r} / variant {p['variant']!r}; "
-                             f"rows: {sorted(ids)}, variants: {sorted(names)}")
+                             f"rows: {sorted(ids)}, variants: {sorted(names | set(quoted))}")
     for i, c in enumerate(raw.get("claims", [])):
         _keys(f"{w}: claims[{i}]", c, CLAIM_KEYS, {"row", "method", "baseline"})
         if c["row"] not in ids or c["method"] not in names or c["baseline"] not in names:

@@ -152,3 +152,66 @@ def test_claims_compare_within_each_noise_rate(tmp_path):
     for rate in ("0.2", "0.4"):
         line = _line(text, f"| BLCL improves WordCNN on MR over conventional training (noise {rate}) | blcl vs erm")
         assert "| — | +1.10 [" in line and "gain reproduced (significant)" in line, line
+
+
+def test_published_only_baselines_are_rendered_never_as_our_runs(tmp_path):
+    import shutil
+
+    import yaml
+
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    raw = yaml.safe_load(open(os.path.join(ROOT, "benchmarks", "targets", "blcl-table5.yaml")))
+    raw["published_only"] = {"l2t-dlf": "L2T-DLF [30]"}
+    raw["published"].append({"row": "wordcnn", "variant": "l2t-dlf", "value": 70.25, "source": "test"})
+    yaml.safe_dump(raw, open(tdir / "blcl-table5.yaml", "w"))
+    targets = load_targets(str(tdir))
+    text = write_report(targets, str(tmp_path / "results"), str(tmp_path / "REPORT.md"))
+    assert _line(text, "| WordCNN | L2T-DLF [30] |") == \
+        "| WordCNN | L2T-DLF [30] | 70.25 | published only: not a method of this suite | — | — | — | — |"
+    raw["published_only"] = {"erm": "clash"}  # a quoted name may not be a variant
+    yaml.safe_dump(raw, open(tdir / "blcl-table5.yaml", "w"))
+    from benchmarks.errors import UsageError
+
+    with pytest.raises(UsageError, match="published_only"):
+        load_targets(str(tdir))
+    shutil.rmtree(tdir)
+
+
+def _noise_records(tmp_path):
+    """ext-noise-fashion at full budget, two seeds: ERM falls with noise, Data Parameters' sigma splits."""
+    t = TARGETS["ext-noise-fashion"]
+    for plan in t.plans("full", seeds=[0, 1]):
+        if plan.variant not in ("erm", "dataparams"):
+            continue
+        rate = plan.spec["data"]["noise"]["rate"]
+        rec = record(plan, 88.0 - 40 * rate + plan.spec["seed"])
+        if plan.variant == "dataparams":
+            rec["history"][0]["extras"] = {"inst_sigma_clean_mean": 1.0, "inst_sigma_noisy_mean": 1.0 + rate}
+        write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
+    return write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md"))
+
+
+def test_noise_study_figures_and_per_rate_claims(tmp_path):
+    from benchmarks.figures import run_frame, sigma_frame
+
+    text = _noise_records(tmp_path)
+    figs = os.listdir(tmp_path / "results" / "figures" / "ext-noise-fashion")
+    assert sorted(figs) == ["full-loss_curves.png", "full-noise_curves.png", "full-sigma_clean_noisy.png"]
+    # one claim line per noise rate; equal accuracies per seed: a zero gain, not significant
+    lines = [ln for ln in text.splitlines() if ln.startswith("| Data Parameters (instance) beat ERM")]
+    assert len(lines) == 5 and all("+0.00" in ln for ln in lines)
+    t = TARGETS["ext-noise-fashion"]
+    from benchmarks.store import cell_key, load_records
+
+    cells, _ = load_records(str(tmp_path / "results"))
+    by_cell = {}
+    for p in t.plans("full"):
+        by_cell.setdefault((p.row, p.variant, p.compare_as, p.spec["data"]["noise"]["rate"]),
+                           cells.get(cell_key(p.spec), []))
+    runs = run_frame(by_cell, {"mlp": "MLP"})
+    assert len(runs) == 20 and set(runs["variant"]) == {"erm", "dataparams"}
+    assert runs[(runs.rate == 0.4) & (runs.seed == 1)]["final"].tolist() == [73.0, 73.0]
+    sig = sigma_frame(by_cell)
+    assert set(sig["samples"]) == {"clean", "corrupted"}
+    assert sig[(sig.rate == 0.8) & (sig.samples == "corrupted")]["sigma"].tolist() == [1.8, 1.8]
