@@ -1,7 +1,7 @@
 """Datasets (a registry) and data transforms. Knows nothing of models, methods or benchmarks."""
 from . import mnist, mr  # noqa: F401  (registers the datasets)
-from .noise import KINDS as NOISE_KINDS, corrupt_labels
+from .noise import KINDS as NOISE_KINDS, add_pixel_noise, corrupt_labels
 from .registry import Splits, dataset_kind, dataset_present, list_datasets, load_dataset, register_dataset
 
 __all__ = ["Splits", "load_dataset", "dataset_kind", "list_datasets", "dataset_present", "register_dataset",
-           "corrupt_labels", "NOISE_KINDS"]
+           "corrupt_labels", "add_pixel_noise", "NOISE_KINDS"]

@@ -50,3 +50,22 @@ def corrupt_labels(labels: torch.Tensor, num_classes: int, kind: str, rate: floa
     noisy = labels.clone()
     noisy[chosen] = new
     return noisy, noisy != labels
+
+
+def add_pixel_noise(images: torch.Tensor, alpha: float, seed: int, dataset: str = "", split: str = "train",
+                    chunk: int = 8192) -> torch.Tensor:
+    """Acquisition noise (DCD Sec. V-D, Table II): add N(0, alpha^2) to the raw uint8 pixels (alpha in 0-255
+    units), round and clip to [0, 255]. Drawn once per (dataset, split, alpha, seed), so the noise is a fixed
+    property of the images, the same for every method and for the teacher run of the same seed."""
+    if alpha < 0:
+        raise ValueError(f"pixel-noise alpha {alpha!r} must be >= 0")
+    if alpha == 0:
+        return images
+    if images.dtype != torch.uint8:
+        raise ValueError(f"pixel noise applies to raw uint8 images, got {images.dtype}")
+    g = _generator(dataset, f"gaussian-{split}", float(alpha), seed)
+    out = torch.empty_like(images)
+    for i in range(0, len(images), chunk):  # chunks: a float copy of CINIC-10 at once would take 1 GB
+        x = images[i : i + chunk].float()
+        out[i : i + chunk] = (x + alpha * torch.randn(x.shape, generator=g)).round_().clamp_(0, 255).to(torch.uint8)
+    return out

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import Splits, corrupt_labels
+from data import Splits, add_pixel_noise, corrupt_labels
 from methods import Batch, build_method
 from models import count_parameters, create_model
 
@@ -91,16 +91,21 @@ def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: to
     noise = data_spec["noise"]
     y_noisy, mask = corrupt_labels(y_clean, splits.num_classes, noise["kind"], noise["rate"], seed, splits.name)
     norm = _normalizer(recipe.get("normalize"), splits.in_shape[0], device) if splits.kind == "image" else None
+    alpha = data_spec.get("pixel_noise", 0)  # present only when set, so other runs' ids never change
+
+    def images(x: torch.Tensor, split: str) -> torch.Tensor:
+        return add_pixel_noise(x, alpha, seed, splits.name, split).to(device)
+
     return Prepared(
-        x_train=splits.x_train[tr].to(device),
+        x_train=images(splits.x_train[tr], "train"),
         y_train=y_noisy.to(device),
         y_clean=y_clean.to(device),
         noisy_mask=mask.to(device),
-        x_test=splits.x_test[te].to(device),
+        x_test=images(splits.x_test[te], "test"),
         y_test=splits.y_test[te].to(device),
         kind=splits.kind,
         normalize=norm,
-        x_val=None if va is None else splits.x_train[va].to(device),
+        x_val=None if va is None else images(splits.x_train[va], "val"),
         y_val=None if va is None else splits.y_train[va].to(device),
     )
 

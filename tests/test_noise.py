@@ -164,3 +164,24 @@ def test_shuffle_is_deterministic_and_seeded():
     b, _ = corrupt_labels(clean, C, "shuffle", 0.4, seed=2, dataset="toy")
     c, _ = corrupt_labels(clean, C, "shuffle", 0.4, seed=3, dataset="toy")
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---------------- Gaussian pixel (acquisition) noise, DCD Table II ----------------
+
+
+def test_pixel_noise_statistics_range_and_determinism():
+    from data import add_pixel_noise
+
+    x = torch.full((400, 3, 8, 8), 128, dtype=torch.uint8)
+    y = add_pixel_noise(x, 20.0, seed=0, dataset="toy")
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+    d = y.float() - 128
+    assert abs(d.mean().item()) < 0.5 and abs(d.std().item() - 20.0) < 0.5  # 76,800 draws: sd error ~0.05
+    assert torch.equal(y, add_pixel_noise(x, 20.0, seed=0, dataset="toy"))
+    assert not torch.equal(y, add_pixel_noise(x, 20.0, seed=1, dataset="toy"))
+    assert not torch.equal(y, add_pixel_noise(x, 20.0, seed=0, dataset="toy", split="test"))
+    edge = add_pixel_noise(torch.full((100, 1, 4, 4), 250, dtype=torch.uint8), 30.0, seed=0)
+    assert int(edge.max()) == 255  # clipped, not wrapped around
+    assert add_pixel_noise(x, 0.0, seed=0) is x
+    with pytest.raises(ValueError, match="alpha"):
+        add_pixel_noise(x, -1.0, seed=0)
