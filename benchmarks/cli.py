@@ -9,7 +9,7 @@ import sys
 from data import dataset_present
 
 from .errors import UsageError
-from .targets import BUDGETS, TARGET_DIR, load_targets, resolve
+from .targets import BUDGETS, TARGET_DIR, load_targets, resolve, snapshot_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TARGET = "blcl-table5"
@@ -64,26 +64,64 @@ def report_path(args) -> str:
 
 
 def cmd_list(targets, data_root: str) -> None:
-    print(f"{'target':<16} {'runs (full, 3 seeds)':>20}  datasets (present under {data_root})")
+    from .cost import ASSUMPTION, plan_hours
+
+    print(f"{'target':<22} {'runs':>5} {'GPU-h':>7}  datasets (present under {data_root})")
     for t in targets.values():
+        plans = t.plans("full")
         ds = ", ".join(f"{d} [{'present' if dataset_present(d, data_root) else 'missing'}]" for d in t.datasets)
-        print(f"{t.name:<16} {len(t.plans('full')):>20}  {ds}")
+        print(f"{t.name:<22} {len(plans):>5} {sum(map(plan_hours, plans)):>7.1f}  {ds}")
+    print(f"runs and GPU-hours at the full budget with the target's seeds; GPU-hours: {ASSUMPTION}; runs shared "
+          f"by several targets are counted in each")
 
 
-def cmd_dry_run(plans, results: str) -> None:
+def figure_feeds(targets) -> dict[str, list[str]]:
+    """run id -> the figure targets (and kinds) whose figures read that run."""
+    from .targets import figure_kind
+
+    out: dict[str, list[str]] = {}
+    for t in targets.values():
+        kinds = [figure_kind(f) for f in t.raw.get("figures", [])]
+        if not kinds:
+            continue
+        for budget in t.raw["budgets"]:
+            for p in t.plans(budget):
+                out.setdefault(p.run_id, []).append(f"{t.name}:{'+'.join(kinds)}")
+    return out
+
+
+def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
+    from .cost import ASSUMPTION, plan_hours
+    from .runner import teacher_plans
     from .store import index_results, is_finished
 
     done = index_results(results)
+    feeds = figure_feeds(targets)
     n_done = 0
+    hours: dict[str, float] = {}
     for p in plans:
         path = done.get(p.run_id)
         state = "done" if is_finished(path) else ("failed" if path else "todo")
         n_done += state == "done"
+        h = plan_hours(p)
+        if state != "done":
+            hours[p.target] = hours.get(p.target, 0.0) + h
         s = p.spec
-        print(f"{p.run_id}  {state:<6} {p.target:<14} {p.row:<10} {p.variant:<12} seed={s['seed']} "
+        extra = ""
+        teachers = teacher_plans(p)
+        if teachers:
+            extra += " teacher=" + ",".join(t.run_id for t in teachers.values())
+        if p.run_id in feeds:
+            extra += " feeds=" + ",".join(sorted(set(feeds[p.run_id])))
+        print(f"{p.run_id}  {state:<6} {p.target:<20} {p.row:<18} {p.variant:<14} seed={s['seed']} "
               f"budget={s['budget']} epochs={s['recipe']['epochs']} noise={s['data']['noise']['kind']}:"
-              f"{s['data']['noise']['rate']}")
-    print(f"{len(plans)} runs, {n_done} done, {len(plans) - n_done} to run")
+              f"{s['data']['noise']['rate']} ~{h:.2f} GPU-h{extra}")
+    for name in dict.fromkeys(p.target for p in plans):
+        t = targets[name]
+        ds = ", ".join(f"{d} [{'present' if dataset_present(d, data_root) else 'missing'}]" for d in t.datasets)
+        print(f"{name}: {sum(q.target == name for q in plans)} runs, ~{hours.get(name, 0.0):.1f} GPU-h to run; "
+              f"datasets: {ds}")
+    print(f"{len(plans)} runs, {n_done} done, {len(plans) - n_done} to run (GPU-hours: {ASSUMPTION})")
 
 
 def load_needed(plans, data_root: str, download: bool) -> dict:
@@ -133,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--filter {args.filter.pattern!r} matches no run of {args.target!r} "
                                  f"(it searches run ids and key=value spec fields, e.g. row=mlp)")
         if args.dry_run:
-            cmd_dry_run(plans, args.results)
+            cmd_dry_run(plans, args.results, targets, data_root)
             return 0
         from .runner import resolve_device, run_plans, todo_plans
 
@@ -146,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = run_plans(plans, data_root, args.results, device, args.fail_fast, download=not args.no_download,
-                       cache=cache)
+                       cache=cache, snapshots=snapshot_epochs(targets, args.seeds))
     write_report(targets, args.results, report_path(args))
     print(f"report: {report_path(args)}")
     return 1 if failed else 0

@@ -7,12 +7,18 @@
   best epoch (dashed, optimistic), mean with the seeds' spread (SuperLoss Fig. 5 view).
 - `sigma_clean_noisy`: Data Parameters' mean instance sigma over clean and over corrupted samples per epoch, one
   panel per noise rate, with the seeds' spread (Data Parameters Fig. 4 view).
+- `loss_embedding`: every training example as a dot at a fixed 2-D embedding of the training set (the first two
+  principal components of the raw pixels, `store.embedding_path`), shaded by its per-example CE at the epochs the
+  figure asks for (BLCL Figs. 3/4/10/11); seed 0's run (the lowest seed run), one row per variant.
+- `r_sweep`: final test accuracy and alpha (the hardest quarter's share of the training loss, last epoch) against
+  BLCL's r, one line per reading of Eq. (3), ERM as a reference line (BLCL Fig. 9).
 """
 from __future__ import annotations
 
 import os
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg")
@@ -28,7 +34,7 @@ def _caption(t, budget: str, df, devices: list[str]) -> str:
     return f"{t.name} · budget {budget} · seeds {seeds} · {'; '.join(devices)}"
 
 
-def loss_curves(t, budget, by_cell, labels, devices, path):
+def loss_curves(t, budget, by_cell, labels, devices, path, **_):
     df = history_frame(by_cell, labels)
     rows = list(dict.fromkeys(df["row"]))
     fig, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4.2), squeeze=False)
@@ -45,7 +51,7 @@ def loss_curves(t, budget, by_cell, labels, devices, path):
     plt.close(fig)
 
 
-def quartile_shares(t, budget, by_cell, labels, devices, path):
+def quartile_shares(t, budget, by_cell, labels, devices, path, **_):
     df = history_frame(by_cell, labels)
     rows, variants = list(dict.fromkeys(df["row"])), list(dict.fromkeys(df["variant"]))
     fig, axes = plt.subplots(len(rows), len(variants), figsize=(4.2 * len(variants), 3.4 * len(rows)),
@@ -99,7 +105,7 @@ def run_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.Da
                          for (row, variant, _c, rate), recs in by_cell.items() for r in recs if r["status"] == "ok"])
 
 
-def noise_curves(t, budget, by_cell, labels, devices, path):
+def noise_curves(t, budget, by_cell, labels, devices, path, **_):
     df = run_frame(by_cell, labels)
     long = df.melt(id_vars=["row", "variant", "rate", "seed"], value_vars=["final", "best"], var_name="epoch",
                    value_name="test accuracy (%)")
@@ -134,7 +140,7 @@ def sigma_frame(by_cell: dict[tuple, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sigma_clean_noisy(t, budget, by_cell, labels, devices, path):
+def sigma_clean_noisy(t, budget, by_cell, labels, devices, path, **_):
     df = sigma_frame(by_cell)
     if df.empty:
         return False
@@ -151,11 +157,82 @@ def sigma_clean_noisy(t, budget, by_cell, labels, devices, path):
     plt.close(fig)
 
 
+def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
+    from .store import read_snapshots
+
+    panels = []  # (variant, epoch, coordinates, losses)
+    for (_row, variant, _c, _rate), recs in by_cell.items():
+        ok = [r for r in recs if r["status"] == "ok" and r["extras"].get("snapshots")]
+        if not ok:
+            continue
+        snaps, coords = read_snapshots(results, ok[0])
+        if snaps is None:
+            continue
+        for e in spec.get("epochs", []):
+            e = min(e, ok[0]["spec"]["recipe"]["epochs"])  # a short budget shows its last epoch instead
+            if f"ce_{e}" in snaps:
+                panels.append((variant, e, coords, snaps[f"ce_{e}"].astype(np.float32)))
+    if not panels:
+        return False
+    variants = list(dict.fromkeys(p[0] for p in panels))
+    cols = max(sum(p[0] == v for p in panels) for v in variants) + 1
+    fig, axes = plt.subplots(len(variants), cols, figsize=(3.6 * cols, 3.4 * len(variants)), squeeze=False)
+    for i, v in enumerate(variants):
+        mine = [p for p in panels if p[0] == v]
+        xy = mine[0][2]
+        axes[i][0].scatter(xy[:, 0], xy[:, 1], s=0.3, c="k", linewidths=0)
+        axes[i][0].set_title(f"{v}: all examples", fontsize=8)
+        for j, (_v, e, xy, loss) in enumerate(mine, start=1):
+            shade = np.clip(loss / max(np.quantile(loss, 0.99), 1e-8), 0, 1)  # darker = higher loss
+            axes[i][j].scatter(xy[:, 0], xy[:, 1], s=0.3, c=shade, cmap="Greys", vmin=0, vmax=1, linewidths=0)
+            axes[i][j].set_title(f"{v}: epoch {e} (mean CE {loss.mean():.3f})", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{t.name} · budget {budget} · seed {panels and ok[0]['spec']['seed']} · {'; '.join(devices)} · "
+                 f"2-D embedding: first two principal components of the raw training images", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def r_sweep(t, budget, by_cell, labels, devices, path, **_):
+    rows = []
+    for (_row, variant, _c, _rate), recs in by_cell.items():
+        for r in recs:
+            if r["status"] != "ok":
+                continue
+            m = r["spec"]["method"]
+            last = r["history"][-1]
+            shares = last.get("quartile_share_by_ce") or last["quartile_share"]
+            rows.append({"seed": r["spec"]["seed"], "method": m["name"], "r": m.get("r"),
+                         "reading": m.get("reading", "erm"), "test accuracy (%)": r["final_test_acc"],
+                         "alpha": shares[-1]})
+    df = pd.DataFrame(rows)
+    sweep = df[df["method"] == "blcl"]
+    if sweep.empty:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, y in zip(axes, ["test accuracy (%)", "alpha"]):
+        sns.lineplot(data=sweep, x="r", y=y, hue="reading", errorbar=("pi", 100), markers=True, style="reading",
+                     ax=ax)
+        base = df[df["method"] == "erm"][y]
+        if len(base):
+            ax.axhline(base.mean(), color="grey", ls="--", lw=1, label="ERM (mean)")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    axes[1].set_ylabel("alpha: hardest quarter's share of the loss (last epoch)")
+    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 DRAW = {"loss_curves": loss_curves, "quartile_shares": quartile_shares, "noise_curves": noise_curves,
-        "sigma_clean_noisy": sigma_clean_noisy}
+        "sigma_clean_noisy": sigma_clean_noisy, "loss_embedding": loss_embedding, "r_sweep": r_sweep}
 
 
-def draw(kind, t, budget, by_cell, labels, out_dir, devices) -> str | None:
+def draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=None, results=None) -> str | None:
     """Draw figure `kind` for one target and budget; returns its path, or None with no finished run."""
     if not any(r["status"] == "ok" for recs in by_cell.values() for r in recs):
         return None
@@ -163,7 +240,7 @@ def draw(kind, t, budget, by_cell, labels, out_dir, devices) -> str | None:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{budget}-{kind}.png")
     tmp = f"{path}.{os.getpid()}.tmp.png"
-    if DRAW[kind](t, budget, by_cell, labels, devices, tmp) is False:  # nothing of this kind recorded
+    if DRAW[kind](t, budget, by_cell, labels, devices, tmp, spec=spec or {}, results=results) is False:
         return None
     os.replace(tmp, path)  # atomic: two workers finishing together never leave a torn PNG
     return path

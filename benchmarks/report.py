@@ -12,7 +12,7 @@ import os
 import tempfile
 
 from .store import cell_key, load_records
-from .targets import BUDGETS, Target
+from .targets import BUDGETS, FIGURES, Target, figure_kind
 
 FIG_DIR = "figures"
 
@@ -167,14 +167,47 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     out.append(f"| {text} | {v} vs {c['baseline']} "
                                f"| {'—' if pg is None else f'{pg:+.2f}'} | {meas} | {verdict(pg, iv, len(a), len(b))} |")
             out.append("")
-        if recs_all:
-            from .figures import draw
+        for fig in raw.get("figures", []):
+            kind = figure_kind(fig)
+            rel = None
+            if recs_all:
+                from .figures import draw
 
-            for fig in raw.get("figures", []):
-                rel = draw(fig, t, budget, by_cell, labels, os.path.join(results, FIG_DIR, t.name), devices)
-                if rel:
-                    out += [f"![{fig} ({budget})]({os.path.relpath(rel, report_dir)})", ""]
+                rel = draw(kind, t, budget, by_cell, labels, os.path.join(results, FIG_DIR, t.name), devices,
+                           spec=fig if isinstance(fig, dict) else {}, results=results)
+            if rel:
+                out += [f"![{kind} ({budget})]({os.path.relpath(rel, report_dir)})", ""]
+            else:
+                when = f", epochs {fig['epochs']}" if isinstance(fig, dict) and fig.get("epochs") else ""
+                out += [f"*Figure `{kind}`{when}: not drawn yet (no finished run with its data at this budget). "
+                        f"It will show {FIGURES[kind]}.*", ""]
     return "\n".join(out)
+
+
+def published_consistency(targets: dict[str, Target]) -> list[str]:
+    """Lines flagging published numbers that two tables give for the same run (same spec at the full budget):
+    equal (a reused result, e.g. Table VI's ERM-CE is Table I's) or different (an internal inconsistency)."""
+    by_cell: dict[str, list[tuple[str, dict]]] = {}
+    for t in targets.values():
+        plans = t.plans("full", seeds=[0])
+        for p in t.raw.get("published", []):
+            rate = float(p.get("rate", 0.0))
+            match = [q for q in plans if q.row == p["row"] and q.variant == p["variant"]
+                     and q.spec["data"]["noise"]["rate"] == rate]
+            if match:
+                by_cell.setdefault(cell_key(match[0].spec), []).append((t.name, p))
+    out = []
+    for entries in by_cell.values():
+        if len({name for name, _ in entries}) < 2:
+            continue
+        values = {p["value"] for _, p in entries}
+        where = "; ".join(f"{name} {p['source']}: {p['value']:.2f}" for name, p in entries)
+        verdict = "**inconsistent**" if len(values) > 1 else "consistent (the same result reused)"
+        out.append(f"| {entries[0][1]['variant']} | {where} | {verdict} |")
+    if not out:
+        return []
+    return (["## Published values that several tables give for the same run", "",
+             "| Method | Where | Consistency |", "|---|---|---|"] + out + [""])
 
 
 def write_report(targets: dict[str, Target], results: str, path: str) -> str:
@@ -197,6 +230,7 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
     if skipped:
         parts += ["**Result files skipped** (unreadable or breaking the schema; the runner archives and reruns them):", ""]
         parts += [f"- `{os.path.relpath(p, report_dir)}`: {why}" for p, why in sorted(skipped.items())] + [""]
+    parts += published_consistency(targets)
     for t in targets.values():
         parts += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir), ""]
     text = "\n".join(parts).rstrip() + "\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import hashlib
+import json
 import os
 import time
 import traceback
@@ -27,7 +28,8 @@ from data import load_dataset
 from engine import train
 
 from .provenance import environment
-from .store import archive, checkpoint_path, index_results, is_finished, read_json, read_record, write_atomic
+from .store import (archive, checkpoint_path, embedding_path, index_results, is_finished, read_json, read_record,
+                    save_embedding, save_snapshots, write_atomic)
 from .targets import Plan
 
 SCHEMA_VERSION = 1
@@ -86,8 +88,27 @@ def _save_checkpoint(results: str, rid: str, state: dict) -> str:
     return _sha256(path)
 
 
+def _save_snapshots(plan: Plan, results: str, splits, snapshots: dict) -> dict:
+    """Write the run's loss snapshots and (once per dataset and training subset) the 2-D embedding they are drawn
+    on; returns what the record keeps about them."""
+    from engine.trainer import embed_2d, train_positions
+
+    data = plan.spec["data"]
+    key = hashlib.sha256(json.dumps([data["dataset"], data.get("train_subset"), data.get("val_size"),
+                                     data.get("val_seed")]).encode()).hexdigest()[:10]
+    key = f"{data['dataset']}-{key}"
+    emb = embedding_path(results, key)
+    rel_emb = os.path.relpath(emb, os.path.dirname(os.path.abspath(results)))
+    if not os.path.isfile(emb):
+        tr, _ = train_positions(splits, data)
+        rel_emb = save_embedding(results, key, embed_2d(splits.x_train[tr]).numpy())
+    rel = save_snapshots(results, plan.target, plan.run_id, {k: v.numpy() for k, v in snapshots.items()})
+    return {"file": rel, "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots})}
+
+
 def execute(plan: Plan, data_root: str, results: str, device: torch.device, env: dict, cache: dict,
-            progress=None, download: bool = True, keep_state: bool = False, role_states: dict | None = None) -> dict:
+            progress=None, download: bool = True, keep_state: bool = False, role_states: dict | None = None,
+            snapshot_epochs: set[int] | None = None) -> dict:
     """Train one plan and write its JSON (and, with `keep_state`, first its checkpoint); returns the record."""
     spec = plan.spec
     started = dt.datetime.now(dt.timezone.utc)
@@ -98,7 +119,11 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
         name = spec["data"]["dataset"]
         if name not in cache:
             cache[name] = load_dataset(name, data_root, download=download)
-        out = train(spec, cache[name], device, on_epoch=progress, role_states=role_states, keep_state=keep_state)
+        out = train(spec, cache[name], device, on_epoch=progress, role_states=role_states, keep_state=keep_state,
+                    snapshot_epochs=snapshot_epochs)
+        snaps = out.pop("snapshots", None)
+        if snaps:
+            out["extras"]["snapshots"] = _save_snapshots(plan, results, cache[name], snaps)
         state = out.pop("state", None)
         if state is not None and out["status"] == "ok":
             out["extras"]["checkpoint_sha256"] = _save_checkpoint(results, plan.run_id, state)
@@ -122,8 +147,9 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
 class _Session:
     """What one `run_plans` call shares: device, environment, dataset cache, options."""
 
-    def __init__(self, data_root, results, device, download, teacher_ids):
+    def __init__(self, data_root, results, device, download, teacher_ids, snapshots=None):
         self.data_root, self.results, self.device, self.download = data_root, results, device, download
+        self.snapshots = snapshots or {}
         self.env = environment(device)
         self.cache: dict = {}
         self.teacher_ids = teacher_ids
@@ -138,7 +164,8 @@ class _Session:
 
         try:
             rec = execute(plan, self.data_root, self.results, self.device, self.env, self.cache, on_epoch,
-                          self.download, keep_state=plan.run_id in self.teacher_ids, role_states=role_states)
+                          self.download, keep_state=plan.run_id in self.teacher_ids, role_states=role_states,
+                          snapshot_epochs=self.snapshots.get(plan.run_id))
         finally:
             epochs.close()
         acc = rec.get("final_test_acc")
@@ -177,13 +204,14 @@ def todo_plans(plans: list[Plan], results: str) -> list[Plan]:
 
 
 def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False,
-              download: bool = True, cache: dict | None = None) -> int:
-    """Run every unfinished plan; returns the number of runs that failed. `cache`: datasets already loaded."""
+              download: bool = True, cache: dict | None = None, snapshots: dict[str, set[int]] | None = None) -> int:
+    """Run every unfinished plan; returns the number of runs that failed. `cache`: datasets already loaded;
+    `snapshots`: run id -> epochs at which to save per-example losses (the figures that ask for them)."""
     todo = todo_plans(plans, results)
     tqdm.write(f"{len(plans)} runs in the matrix, {len(plans) - len(todo)} already done, {len(todo)} to run "
                f"on {device}")
     teacher_ids = {t.run_id for p in plans for t in teacher_plans(p).values()}
-    session = _Session(data_root, results, device, download, teacher_ids)
+    session = _Session(data_root, results, device, download, teacher_ids, snapshots)
     session.cache.update(cache or {})
     failed = skipped = 0
     for plan in tqdm(todo, desc="runs", unit="run", dynamic_ncols=True):

@@ -5,6 +5,9 @@ A record is *finished* when it parses, passes the schema and has status `ok` or 
 rerun or rewritten. Anything else at a run's path (a failed run, a truncated or schema-breaking file) is moved
 aside as <run_id>.failed-<k>.json before the run is retried, so no record is ever lost or silently overwritten.
 Checkpoints (e.g. a KD teacher's weights) live in checkpoints/<run_id>.pt beside results/, outside git.
+Per-example loss snapshots (BLCL Figs. 3/4/10/11) are a compressed array per run: results/runs/<target>/
+<run_id>.snapshots.npz when at most 1 MB (committed), else checkpoints/<run_id>.snapshots.npz (not in git); the
+fixed 2-D embedding of a training set is cached once per dataset in results/embeddings/<key>.npz.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import os
 import re
 import tempfile
 from collections import defaultdict
+
+import numpy as np
 
 from .schema import problems
 from .spec import canonical
@@ -119,3 +124,49 @@ def load_records(results: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
 def checkpoint_path(results: str, rid: str) -> str:
     """checkpoints/<run_id>.pt beside the results folder (ignored by git)."""
     return os.path.join(os.path.dirname(os.path.abspath(results)), "checkpoints", f"{rid}.pt")
+
+
+SNAPSHOT_GIT_LIMIT = 1 << 20  # bytes: larger snapshot files stay out of git (checkpoints/)
+
+
+def _save_npz(path: str, arrays: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")
+    os.close(fd)
+    np.savez_compressed(tmp, **arrays)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save_snapshots(results: str, target: str, rid: str, arrays: dict) -> str:
+    """Write a run's loss snapshots (float16); returns the path relative to the results folder's parent."""
+    arrays = {k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()}
+    path = os.path.join(results, "runs", target, f"{rid}.snapshots.npz")
+    _save_npz(path, arrays)
+    if os.path.getsize(path) > SNAPSHOT_GIT_LIMIT:
+        big = os.path.join(os.path.dirname(checkpoint_path(results, rid)), f"{rid}.snapshots.npz")
+        os.makedirs(os.path.dirname(big), exist_ok=True)
+        os.replace(path, big)
+        path = big
+    return os.path.relpath(path, os.path.dirname(os.path.abspath(results)))
+
+
+def embedding_path(results: str, key: str) -> str:
+    return os.path.join(results, "embeddings", f"{key}.npz")
+
+
+def save_embedding(results: str, key: str, xy) -> str:
+    _save_npz(embedding_path(results, key), {"xy": np.asarray(xy, dtype=np.float16)})
+    return os.path.relpath(embedding_path(results, key), os.path.dirname(os.path.abspath(results)))
+
+
+def read_snapshots(results: str, rec: dict) -> tuple[dict | None, np.ndarray | None]:
+    """(loss arrays by name, 2-D coordinates) of a run, or (None, None) when its files are missing."""
+    info = rec["extras"].get("snapshots") or {}
+    base = os.path.dirname(os.path.abspath(results))
+    try:
+        snaps = dict(np.load(os.path.join(base, info["file"])))
+        xy = np.load(os.path.join(base, info["embedding"]))["xy"].astype(np.float32)
+    except (KeyError, OSError, ValueError):
+        return None, None
+    return snaps, xy

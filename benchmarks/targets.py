@@ -25,10 +25,18 @@ from .spec import flat, run_id, versioned
 TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
 PAPERS = ("blcl", "dataparams", "superloss", "dcd", "ext")  # ext: studies of our own, beyond the papers
 BUDGETS = ("full", "reduced", "smoke")
-FIGURES = ("loss_curves", "quartile_shares", "noise_curves", "sigma_clean_noisy")
+FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report's placeholder until runs exist)
+    "loss_curves": "train CE and test loss per epoch per variant, mean over seeds with a +-1 sd band",
+    "quartile_shares": "share of the summed training loss carried by each difficulty quartile per epoch, stacked",
+    "noise_curves": "test accuracy against the label-noise rate per method (last and best epoch), seed spread",
+    "sigma_clean_noisy": "Data Parameters' mean instance sigma of clean vs corrupted samples per epoch, per noise rate",
+    "loss_embedding": "every training example as a dot on a fixed 2-D embedding, shaded by its loss at chosen epochs",
+    "r_sweep": "final test accuracy and alpha (the hardest quarter's loss share) against BLCL's r, per reading",
+}
+FIGURE_KEYS = {"kind", "epochs"}  # a figure is a kind, or {kind, epochs: [...]} (loss snapshots to save)
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes", "published_only"}
-ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val"}
+ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise"}
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
@@ -88,6 +96,8 @@ class Target:
                 data = {"dataset": row["dataset"],
                         "noise": {"kind": row["noise"]["kind"] if rate else "none", "rate": float(rate)},
                         "train_subset": over.get("train_subset"), "test_subset": over.get("test_subset")}
+                if row.get("pixel_noise"):  # DCD Table II: Gaussian noise (alpha, 0-255 units) on the raw images
+                    data["pixel_noise"] = float(row["pixel_noise"])
                 if row.get("val"):  # only when set, so the ids of runs without a validation split never change
                     data.update(val_size=over.get("val_size", row["val"]["size"]), val_seed=row["val"].get("seed", 0))
                 for v in row["variants"]:
@@ -200,7 +210,7 @@ def _validate(raw: dict, path: str) -> None:
     ids = set()
     for i, row in enumerate(raw["rows"]):
         where = f"{w}: rows[{i}]"
-        _keys(where, row, ROW_KEYS, ROW_KEYS - {"label", "val"})
+        _keys(where, row, ROW_KEYS, {"id", "model", "dataset", "noise", "recipe", "variants"})
         if not isinstance(row["id"], str) or row["id"] in ids:
             raise UsageError(f"{where}: id {row['id']!r} must be a string, unique within the target")
         ids.add(row["id"])
@@ -227,6 +237,10 @@ def _validate(raw: dict, path: str) -> None:
         if row["noise"]["kind"] == "none" and any(rates):
             raise UsageError(f"{where}.noise: kind 'none' with a non-zero rate {rates!r}; name the kind "
                              f"({', '.join(k for k in NOISE_KINDS if k != 'none')})")
+        if "pixel_noise" in row and (not isinstance(row["pixel_noise"], (int, float)) or
+                                     isinstance(row["pixel_noise"], bool) or not 0 <= row["pixel_noise"] <= 255):
+            raise UsageError(f"{where}: pixel_noise must be a number in [0, 255] (the Gaussian noise's standard "
+                             f"deviation in pixel units), got {row['pixel_noise']!r}")
         if "val" in row:
             _keys(f"{where}.val", row["val"], {"size", "seed"}, {"size"})
             if not all(isinstance(row["val"].get(k, 0), int) and not isinstance(row["val"].get(k, 0), bool)
@@ -257,9 +271,15 @@ def _validate(raw: dict, path: str) -> None:
         if c["row"] not in ids or c["method"] not in names or c["baseline"] not in names:
             raise UsageError(f"{w}: claims[{i}] names an unknown row or variant; rows: {sorted(ids)}, "
                              f"variants: {sorted(names)}")
-    for f in raw.get("figures", []):
-        if f not in FIGURES:
-            raise UsageError(f"{w}: figure {f!r}; allowed: {', '.join(FIGURES)}")
+    for i, f in enumerate(raw.get("figures", [])):
+        if isinstance(f, dict):
+            _keys(f"{w}: figures[{i}]", f, FIGURE_KEYS, {"kind"})
+            eps = f.get("epochs", [])
+            if not isinstance(eps, list) or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1
+                                                     for e in eps):
+                raise UsageError(f"{w}: figures[{i}].epochs must be a list of epoch numbers >= 1, got {eps!r}")
+        if figure_kind(f) not in FIGURES:
+            raise UsageError(f"{w}: figure {figure_kind(f)!r}; allowed: {', '.join(FIGURES)}")
 
 
 def _validate_roles(where: str, variant: dict, raw: dict) -> None:
@@ -289,6 +309,10 @@ def _validate_roles(where: str, variant: dict, raw: dict) -> None:
                              f"{', '.join(raw['recipes'])}")
 
 
+def figure_kind(f) -> str:
+    return f.get("kind") if isinstance(f, dict) else f
+
+
 def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) -> None:
     _keys(where, r, allowed, required)
     try:
@@ -307,9 +331,10 @@ def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) ->
             build_optimizer(r["optimizer"], [torch.zeros(1, requires_grad=True)])
         except (TypeError, ValueError) as e:
             raise UsageError(f"{where}: optimizer {r['optimizer']!r}: {e}") from None
-    if "normalize" in r and r["normalize"] is not None and not (
+    if "normalize" in r and r["normalize"] not in (None, "dataset") and not (
             isinstance(r["normalize"], list) and len(r["normalize"]) == 2):
-        raise UsageError(f"{where}: normalize must be [mean, std] (numbers or per-channel lists), got {r['normalize']!r}")
+        raise UsageError(f"{where}: normalize must be [mean, std] (numbers or per-channel lists) or 'dataset' (the "
+                         f"dataset entry's own mean/std), got {r['normalize']!r}")
     if "augment" in r and r["augment"] not in AUGMENTS:
         raise UsageError(f"{where}: augment {r['augment']!r}; allowed: {', '.join(AUGMENTS)}")
     for k in ("epochs", "batch_size", "train_subset", "test_subset", "val_size"):
@@ -351,3 +376,19 @@ def resolve(name: str, targets: dict[str, Target]) -> list[Target]:
             return [targets[cand]]
     raise UsageError(f"unknown target {name!r}; known: {', '.join(sorted(targets))}, a paper name "
                      f"({', '.join(PAPERS)}) or all")
+
+
+def snapshot_epochs(targets: dict[str, Target], seeds: list[int] | None = None) -> dict[str, set[int]]:
+    """run id -> epochs at which some target's figure wants that run's per-example losses (BLCL Figs. 3/4/10/11),
+    over every target and budget, so a table run saves what a figure sharing it needs. An epoch beyond a short
+    budget's last becomes the last."""
+    out: dict[str, set[int]] = {}
+    for t in targets.values():
+        wanted = [e for f in t.raw.get("figures", []) if isinstance(f, dict) for e in f.get("epochs", [])]
+        if not wanted:
+            continue
+        for budget in t.raw["budgets"]:
+            for p in t.plans(budget, seeds):
+                last = p.spec["recipe"]["epochs"]
+                out.setdefault(p.run_id, set()).update(min(e, last) for e in wanted)
+    return out

@@ -62,10 +62,14 @@ def _subset(n: int, k: int | None) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].sort().values
 
 
-def _normalizer(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """`normalize: [mean, std]` with scalars or one value per channel."""
+def _normalizer(normalize, channels: int, device, meta: dict | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`normalize: [mean, std]` with scalars or one value per channel, or "dataset": the dataset entry's own."""
     if not normalize:
         return None
+    if normalize == "dataset":
+        if not meta or "mean" not in meta:
+            raise ValueError("recipe normalize: dataset, but the dataset entry gives no mean/std")
+        normalize = [meta["mean"], meta["std"]]
     mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device).reshape(-1) for v in normalize)
     shape = (1, channels, 1, 1)
     return mean.expand(channels).reshape(shape), std.expand(channels).reshape(shape)
@@ -82,15 +86,32 @@ def split_validation(n: int, size: int | None, seed: int) -> tuple[torch.Tensor,
     return perm[size:].sort().values, perm[:size].sort().values
 
 
-def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: torch.device) -> Prepared:
+def train_positions(splits: Splits, data_spec: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Positions in the dataset's training split of (the run's training samples, its validation samples)."""
     tr = _subset(len(splits.y_train), data_spec.get("train_subset"))
-    te = _subset(len(splits.y_test), data_spec.get("test_subset"))
     keep, val = split_validation(len(tr), data_spec.get("val_size"), data_spec.get("val_seed", 0))
-    tr, va = tr[keep], (None if val is None else tr[val])
+    return tr[keep], (None if val is None else tr[val])
+
+
+@torch.no_grad()
+def embed_2d(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed 2-D embedding of a training set (BLCL Figs. 3/4/10/11 view): the first two principal components of
+    the raw pixels, from a seeded randomised PCA (torch.pca_lowrank)."""
+    x = images.flatten(1).float() / 255.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, v = torch.pca_lowrank(x, q=2, center=True, niter=4)
+    return (x - x.mean(0)) @ v[:, :2]
+
+
+def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: torch.device) -> Prepared:
+    tr, va = train_positions(splits, data_spec)
+    te = _subset(len(splits.y_test), data_spec.get("test_subset"))
     y_clean = splits.y_train[tr]
     noise = data_spec["noise"]
     y_noisy, mask = corrupt_labels(y_clean, splits.num_classes, noise["kind"], noise["rate"], seed, splits.name)
-    norm = _normalizer(recipe.get("normalize"), splits.in_shape[0], device) if splits.kind == "image" else None
+    norm = (_normalizer(recipe.get("normalize"), splits.in_shape[0], device, splits.meta)
+            if splits.kind == "image" else None)
     alpha = data_spec.get("pixel_noise", 0)  # present only when set, so other runs' ids never change
 
     def images(x: torch.Tensor, split: str) -> torch.Tensor:
@@ -239,7 +260,8 @@ def build_nets(method, spec: dict, splits: Splits, device: torch.device,
 
 
 def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[dict], None] | None = None,
-          role_states: dict[str, dict] | None = None, keep_state: bool = False) -> dict:
+          role_states: dict[str, dict] | None = None, keep_state: bool = False,
+          snapshot_epochs: set[int] | None = None) -> dict:
     """Train one run described by `spec` (see benchmarks.spec) and return its metrics and history.
     `role_states` restores frozen roles (e.g. a KD teacher); `keep_state` returns the trained networks' and the
     method's final state under "state" (the runner saves it as the run's checkpoint)."""
@@ -266,6 +288,7 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
     loss_buf = torch.zeros(n, device=device)
     ce_buf = torch.zeros(n, device=device)
     history, status = [], "ok"
+    snapshots: dict[str, torch.Tensor] = {}
     for epoch in range(epochs):
         t0 = time.perf_counter()
         ctx.epoch = epoch
@@ -299,6 +322,9 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
         rec["quartile_share"] = quartile_shares(loss_buf[seen])  # objective, ranked by itself
         rec["quartile_share_ce"] = quartile_shares(ce_buf[seen])  # CE, ranked by itself (Fig. 5 for ERM)
         rec["quartile_share_by_ce"] = quartile_shares(loss_buf[seen], ce_buf[seen])  # objective, CE-ranked (Fig. 6)
+        if snapshot_epochs and epoch + 1 in snapshot_epochs:
+            snapshots[f"ce_{epoch + 1}"] = ce_buf.detach().cpu().clone()
+            snapshots[f"loss_{epoch + 1}"] = loss_buf.detach().cpu().clone()
         extras = method.on_epoch_end(epoch, ctx, data.noisy_mask)
         if extras:
             rec["extras"] = extras
@@ -331,6 +357,8 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
     }
     if data.y_val is not None:
         out["extras"]["num_val"] = len(data.y_val)
+    if snapshots:
+        out["snapshots"] = snapshots
     if keep_state:
         out["state"] = {"nets": {r: {k: v.detach().cpu() for k, v in nets[r].state_dict().items()}
                                  for r in trainable},

@@ -29,7 +29,7 @@ READINGS = ("literal", "label")
 BASES = ("ce", "mse")
 
 
-def _per_class_loss(student_logits: torch.Tensor, base: str) -> torch.Tensor:
+def per_class_loss(student_logits: torch.Tensor, base: str) -> torch.Tensor:
     """L(f_s(x), one-hot k) for every class k: shape (N, C)."""
     if base == "ce":
         return -F.log_softmax(student_logits, dim=1)
@@ -47,7 +47,7 @@ def blcl_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, targets
     if reading not in READINGS:
         raise ValueError(f"reading {reading!r}; allowed: {list(READINGS)}")
     w = teacher_probs.detach().clamp_min(0.0).pow(r)
-    per_class = _per_class_loss(student_logits, base)
+    per_class = per_class_loss(student_logits, base)
     if reading == "literal":
         return (w * per_class).sum(dim=1)
     y = targets.view(-1, 1)
