@@ -168,8 +168,8 @@ def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results
         snaps, coords = read_snapshots(results, ok[0])
         if snaps is None:
             continue
-        for e in spec.get("epochs", []):
-            e = min(e, ok[0]["spec"]["recipe"]["epochs"])  # a short budget shows its last epoch instead
+        last = ok[0]["spec"]["recipe"]["epochs"]
+        for e in sorted({min(e, last) for e in spec.get("epochs", [])}):  # a short budget: its last epoch instead
             if f"ce_{e}" in snaps:
                 panels.append((variant, e, coords, snaps[f"ce_{e}"].astype(np.float32)))
     if not panels:

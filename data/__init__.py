@@ -1,5 +1,6 @@
 """Datasets (a registry) and data transforms. Knows nothing of models, methods or benchmarks."""
 from . import mnist, mr  # noqa: F401  (registers the datasets)
+from . import cifar, cinic10, imagefolder, svhn  # noqa: F401  (registers the image datasets)
 from .noise import KINDS as NOISE_KINDS, add_pixel_noise, corrupt_labels
 from .registry import Splits, dataset_kind, dataset_present, list_datasets, load_dataset, register_dataset
 

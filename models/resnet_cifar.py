@@ -1,6 +1,10 @@
 """CIFAR ResNets (He et al. 2016, Sec. 4.2): 3x3 stem with 16 maps, three stages of n basic blocks (16/32/64 maps),
 option-A shortcuts (stride-2 subsampling plus zero-padded channels, no extra parameters), global average pooling.
-Depth 6n+2: ResNet-20 has n = 3 and 0.27M parameters. Any channel count and input size (e.g. MNIST 1x28x28)."""
+Depth 6n+2: ResNet-20 has n = 3 and 0.27M parameters, ResNet-110 n = 18 and 1.7M (Table 6). Any channel count and
+input size (e.g. MNIST 1x28x28). One class plus a depth table (`DEPTHS`); the registered names are the table's keys.
+
+Committed results depend on resnet20's exact construction (module order, names and the kaiming_normal_ init in
+`self.modules()` order): tests/test_backbones.py pins a hash of its seed-0 state_dict."""
 from __future__ import annotations
 
 import torch
@@ -59,6 +63,33 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+DEPTHS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
+
+
+def _create_cifar_resnet(variant: str, num_classes: int, in_shape: tuple[int, ...]) -> CifarResNet:
+    return CifarResNet(DEPTHS[variant], num_classes, in_shape[0])
+
+
+@register_model("resnet8", input_kind="image")
+def resnet8(num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
+    return _create_cifar_resnet("resnet8", num_classes, in_shape)
+
+
 @register_model("resnet20", input_kind="image")
 def resnet20(num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
-    return CifarResNet(20, num_classes, in_shape[0])
+    return _create_cifar_resnet("resnet20", num_classes, in_shape)
+
+
+@register_model("resnet32", input_kind="image")
+def resnet32(num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
+    return _create_cifar_resnet("resnet32", num_classes, in_shape)
+
+
+@register_model("resnet56", input_kind="image")
+def resnet56(num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
+    return _create_cifar_resnet("resnet56", num_classes, in_shape)
+
+
+@register_model("resnet110", input_kind="image")
+def resnet110(num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
+    return _create_cifar_resnet("resnet110", num_classes, in_shape)
