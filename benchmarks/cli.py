@@ -64,15 +64,15 @@ def report_path(args) -> str:
 
 
 def cmd_list(targets, data_root: str) -> None:
-    from .cost import ASSUMPTION, plan_hours
+    from .cost import ASSUMPTION, plans_hours
 
     print(f"{'target':<22} {'runs':>5} {'GPU-h':>7}  datasets (present under {data_root})")
     for t in targets.values():
         plans = t.plans("full")
         ds = ", ".join(f"{d} [{'present' if dataset_present(d, data_root) else 'missing'}]" for d in t.datasets)
-        print(f"{t.name:<22} {len(plans):>5} {sum(map(plan_hours, plans)):>7.1f}  {ds}")
-    print(f"runs and GPU-hours at the full budget with the target's seeds; GPU-hours: {ASSUMPTION}; runs shared "
-          f"by several targets are counted in each")
+        print(f"{t.name:<22} {len(plans):>5} {plans_hours(plans):>7.1f}  {ds}")
+    print(f"runs and GPU-hours at the full budget with the target's seeds (teacher runs counted once each); "
+          f"GPU-hours: {ASSUMPTION}; runs shared by several targets are counted in each")
 
 
 def figure_feeds(targets) -> dict[str, list[str]]:
@@ -97,8 +97,11 @@ def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
 
     done = index_results(results)
     feeds = figure_feeds(targets)
-    n_done = 0
     hours: dict[str, float] = {}
+    for tp in {t.run_id: t for p in plans for t in teacher_plans(p).values()}.values():  # a teacher: once each
+        if not is_finished(done.get(tp.run_id)):
+            hours[tp.target] = hours.get(tp.target, 0.0) + plan_hours(tp)
+    n_done = 0
     for p in plans:
         path = done.get(p.run_id)
         state = "done" if is_finished(path) else ("failed" if path else "todo")
@@ -119,7 +122,8 @@ def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
     for name in dict.fromkeys(p.target for p in plans):
         t = targets[name]
         ds = ", ".join(f"{d} [{'present' if dataset_present(d, data_root) else 'missing'}]" for d in t.datasets)
-        print(f"{name}: {sum(q.target == name for q in plans)} runs, ~{hours.get(name, 0.0):.1f} GPU-h to run; "
+        print(f"{name}: {sum(q.target == name for q in plans)} runs, ~{hours.get(name, 0.0):.1f} GPU-h to run "
+              f"(with its teacher runs); "
               f"datasets: {ds}")
     print(f"{len(plans)} runs, {n_done} done, {len(plans) - n_done} to run (GPU-hours: {ASSUMPTION})")
 

@@ -45,7 +45,7 @@ def forward_flops(model_json: str, dataset: str) -> float:
     return float(fc.get_total_flops())
 
 
-def run_hours(spec: dict, frozen: int = 0, trainable: int = 1) -> float:
+def run_hours(spec: dict, trainable: int = 1) -> float:
     """Estimated GPU-hours of one run."""
     import json
 
@@ -63,7 +63,16 @@ def run_hours(spec: dict, frozen: int = 0, trainable: int = 1) -> float:
 
 
 def plan_hours(plan) -> float:
+    """Estimated GPU-hours of one run, its own networks only (a teacher run is counted by `plans_hours`)."""
     from methods import method_class
 
     cls = method_class(plan.spec["method"]["name"])
-    return run_hours(plan.spec, len(cls.frozen), len(cls.roles) - len(cls.frozen))
+    return run_hours(plan.spec, len(cls.roles) - len(cls.frozen))
+
+
+def plans_hours(plans) -> float:
+    """GPU-hours of a set of runs plus each distinct teacher run they restore from (trained once)."""
+    from .runner import teacher_plans
+
+    teachers = {t.run_id: t for p in plans for t in teacher_plans(p).values()}
+    return sum(map(plan_hours, plans)) + sum(map(plan_hours, teachers.values()))

@@ -160,7 +160,7 @@ def sigma_clean_noisy(t, budget, by_cell, labels, devices, path, **_):
 def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
     from .store import read_snapshots
 
-    panels = []  # (variant, epoch, coordinates, losses)
+    panels = []  # (variant, epoch, coordinates, losses, seed)
     for (_row, variant, _c, _rate), recs in by_cell.items():
         ok = [r for r in recs if r["status"] == "ok" and r["extras"].get("snapshots")]
         if not ok:
@@ -171,7 +171,7 @@ def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results
         last = ok[0]["spec"]["recipe"]["epochs"]
         for e in sorted({min(e, last) for e in spec.get("epochs", [])}):  # a short budget: its last epoch instead
             if f"ce_{e}" in snaps:
-                panels.append((variant, e, coords, snaps[f"ce_{e}"].astype(np.float32)))
+                panels.append((variant, e, coords, snaps[f"ce_{e}"].astype(np.float32), ok[0]["spec"]["seed"]))
     if not panels:
         return False
     variants = list(dict.fromkeys(p[0] for p in panels))
@@ -182,14 +182,16 @@ def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results
         xy = mine[0][2]
         axes[i][0].scatter(xy[:, 0], xy[:, 1], s=0.3, c="k", linewidths=0)
         axes[i][0].set_title(f"{v}: all examples", fontsize=8)
-        for j, (_v, e, xy, loss) in enumerate(mine, start=1):
+        for j, (_v, e, xy, loss, _seed) in enumerate(mine, start=1):
             shade = np.clip(loss / max(np.quantile(loss, 0.99), 1e-8), 0, 1)  # darker = higher loss
             axes[i][j].scatter(xy[:, 0], xy[:, 1], s=0.3, c=shade, cmap="Greys", vmin=0, vmax=1, linewidths=0)
             axes[i][j].set_title(f"{v}: epoch {e} (mean CE {loss.mean():.3f})", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{t.name} · budget {budget} · seed {panels and ok[0]['spec']['seed']} · {'; '.join(devices)} · "
+    seeds = ",".join(str(x) for x in sorted({p[4] for p in panels}))
+    fig.suptitle(f"{t.name} · budget {budget} · seed {seeds} (each variant's lowest finished seed) · "
+                 f"{'; '.join(devices)} · "
                  f"2-D embedding: first two principal components of the raw training images", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

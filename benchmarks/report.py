@@ -127,7 +127,8 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             entry = pub(row, comp, rate)
             pub_s = "—" if entry is None else f"{entry['value']:.2f}" + (" (alignment uncertain)" if entry.get("uncertain") else "")
             accs = _accs(recs)
-            diff = "—" if (entry is None or not accs) else f"{_stats(accs)[0] - entry['value']:+.2f}"
+            diff = ("—" if (entry is None or not accs or entry.get("uncertain"))
+                    else f"{_stats(accs)[0] - entry['value']:+.2f}")
             teacher = [r["extras"].get("teacher_final_test_acc") for r in recs if r["status"] == "ok"]
             teacher = [x for x in teacher if x is not None]
             wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
@@ -135,6 +136,9 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             bad = [r["status"] for r in recs if r["status"] != "ok"]
             if bad:
                 meas += f" [{', '.join(sorted(set(bad)))}: {len(bad)}]"
+            teachers_used = {r["extras"].get("teacher_checkpoint_sha256") for r in recs if r["status"] == "ok"} - {None}
+            if len(teachers_used) > len({r["spec"]["seed"] for r in recs if r["status"] == "ok"}):
+                meas += " [students of one seed used different teacher weights: a teacher was retrained]"
             name = variant if variant == comp else f"{variant} (as {comp})"
             rowname = labels[row] + (f", noise {rate:g}" if rate else "")
             best = fmt_cell([r["best_test_acc"] for r in recs if r["status"] == "ok"]) if accs else "—"
@@ -153,13 +157,17 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         if claims:
             out += ["| Claim | Variant | Published gain | Measured gain [95% interval] | Verdict |", "|---|---|---|---|---|"]
             for c in claims:
+                # a claim names a variant (only its cells) or a published column (every variant compared as it)
+                by_variant = c["method"] in raw["variants"]
                 for (row, v, comp, rate), recs in by_cell.items():
-                    if row != c["row"] or comp != c["method"]:
+                    if row != c["row"] or (v if by_variant else comp) != c["method"]:
                         continue
                     base = next((rs for (r2, v2, _, rate2), rs in by_cell.items()
                                  if r2 == row and v2 == c["baseline"] and rate2 == rate), [])
-                    pm, pb = pub(row, c["method"], rate), pub(row, c["baseline"], rate)
-                    pg = pm["value"] - pb["value"] if pm and pb else None
+                    pm, pb = pub(row, comp, rate), pub(row, t.compare_as(c["baseline"]), rate)
+                    # a value whose row alignment the source lost gives no published gain
+                    pg = (pm["value"] - pb["value"] if pm and pb and not (pm.get("uncertain") or pb.get("uncertain"))
+                          else None)
                     a, b = _by_seed(recs), _by_seed(base)
                     iv = gain_interval(a, b)
                     meas = "—" if iv is None else f"{iv[0]:+.2f} [{iv[1]:+.2f}, {iv[2]:+.2f}] ({iv[3]})"

@@ -28,8 +28,8 @@ from data import load_dataset
 from engine import train
 
 from .provenance import environment
-from .store import (archive, checkpoint_path, embedding_path, index_results, is_finished, read_json, read_record,
-                    save_embedding, save_snapshots, write_atomic)
+from .store import (archive, checkpoint_path, embedding_path, file_sha256, index_results, is_finished, read_json,
+                    read_record, save_embedding, save_snapshots, write_atomic)
 from .targets import Plan
 
 SCHEMA_VERSION = 1
@@ -57,11 +57,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def teacher_plans(plan: Plan) -> dict[str, Plan]:
     """role -> the plan of the run whose checkpoint the role is restored from."""
     return {role: Plan(plan.target, plan.row, role, role, block["from_run"])
@@ -76,7 +71,7 @@ def valid_checkpoint(results: str, rid: str) -> str | None:
     if rec is None or rec["status"] != "ok" or not os.path.isfile(path):
         return None
     want = rec["extras"].get("checkpoint_sha256")
-    return path if want and _sha256(path) == want else None
+    return path if want and file_sha256(path) == want else None
 
 
 def _save_checkpoint(results: str, rid: str, state: dict) -> str:
@@ -85,7 +80,7 @@ def _save_checkpoint(results: str, rid: str, state: dict) -> str:
     tmp = f"{path}.{os.getpid()}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
-    return _sha256(path)
+    return file_sha256(path)
 
 
 def _save_snapshots(plan: Plan, results: str, splits, snapshots: dict) -> dict:
@@ -103,12 +98,13 @@ def _save_snapshots(plan: Plan, results: str, splits, snapshots: dict) -> dict:
         tr, _ = train_positions(splits, data)
         rel_emb = save_embedding(results, key, embed_2d(splits.x_train[tr]).numpy())
     rel = save_snapshots(results, plan.target, plan.run_id, {k: v.numpy() for k, v in snapshots.items()})
-    return {"file": rel, "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots})}
+    return {"file": rel, "sha256": file_sha256(os.path.join(os.path.dirname(os.path.abspath(results)), rel)),
+            "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots})}
 
 
 def execute(plan: Plan, data_root: str, results: str, device: torch.device, env: dict, cache: dict,
             progress=None, download: bool = True, keep_state: bool = False, role_states: dict | None = None,
-            snapshot_epochs: set[int] | None = None) -> dict:
+            snapshot_epochs: set[int] | None = None, add_extras: dict | None = None) -> dict:
     """Train one plan and write its JSON (and, with `keep_state`, first its checkpoint); returns the record."""
     spec = plan.spec
     started = dt.datetime.now(dt.timezone.utc)
@@ -121,6 +117,7 @@ def execute(plan: Plan, data_root: str, results: str, device: torch.device, env:
             cache[name] = load_dataset(name, data_root, download=download)
         out = train(spec, cache[name], device, on_epoch=progress, role_states=role_states, keep_state=keep_state,
                     snapshot_epochs=snapshot_epochs)
+        out["extras"].update(add_extras or {})
         snaps = out.pop("snapshots", None)
         if snaps:
             out["extras"]["snapshots"] = _save_snapshots(plan, results, cache[name], snaps)
@@ -154,7 +151,7 @@ class _Session:
         self.cache: dict = {}
         self.teacher_ids = teacher_ids
 
-    def run(self, plan: Plan, role_states=None) -> dict:
+    def run(self, plan: Plan, role_states=None, add_extras=None) -> dict:
         epochs = tqdm(total=plan.spec["recipe"]["epochs"], desc=f"{plan.run_id} {plan.variant}", unit="ep",
                       leave=False, dynamic_ncols=True)
 
@@ -165,7 +162,7 @@ class _Session:
         try:
             rec = execute(plan, self.data_root, self.results, self.device, self.env, self.cache, on_epoch,
                           self.download, keep_state=plan.run_id in self.teacher_ids, role_states=role_states,
-                          snapshot_epochs=self.snapshots.get(plan.run_id))
+                          snapshot_epochs=self.snapshots.get(plan.run_id), add_extras=add_extras)
         finally:
             epochs.close()
         acc = rec.get("final_test_acc")
@@ -176,9 +173,10 @@ class _Session:
             tqdm.write(rec["error"])
         return rec
 
-    def role_states(self, plan: Plan) -> dict[str, dict]:
-        """Restore every `from_run` role, training its run first when its checkpoint is missing or corrupt."""
-        states = {}
+    def role_states(self, plan: Plan) -> tuple[dict[str, dict], dict]:
+        """Restore every `from_run` role, training its run first when its checkpoint is missing or corrupt;
+        returns (state dicts by role, the extras naming the checkpoints used: <role>_checkpoint_sha256)."""
+        states, used = {}, {}
         for role, tplan in teacher_plans(plan).items():
             ckpt = valid_checkpoint(self.results, tplan.run_id)
             if ckpt is None:
@@ -187,7 +185,7 @@ class _Session:
                     ckpt = valid_checkpoint(self.results, tplan.run_id)
                     if ckpt is None:
                         tqdm.write(f"[teacher] {tplan.run_id} for {plan.run_id}: no valid checkpoint, training it")
-                        rec = self.run(tplan, self.role_states(tplan))
+                        rec = self.run(tplan, *self.role_states(tplan))
                         if rec["status"] != "ok":
                             raise RuntimeError(f"teacher run {tplan.run_id} ended {rec['status']}")
                         ckpt = valid_checkpoint(self.results, tplan.run_id)
@@ -195,7 +193,9 @@ class _Session:
                     lock.close()
             saved = torch.load(ckpt, map_location="cpu", weights_only=True)
             states[role] = saved["nets"][saved["reported"]]
-        return states
+            used[f"{role}_checkpoint_sha256"] = file_sha256(ckpt)
+            used[f"{role}_run_id"] = tplan.run_id
+        return states, used
 
 
 def todo_plans(plans: list[Plan], results: str) -> list[Plan]:
@@ -230,7 +230,7 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
             if isinstance(states, Exception):
                 rec = _failed_without_training(plan, session, states)
             else:
-                rec = session.run(plan, states)
+                rec = session.run(plan, *states)
         finally:
             lock.close()
         if rec["status"] == "failed":

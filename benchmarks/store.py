@@ -138,6 +138,13 @@ def _save_npz(path: str, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def save_snapshots(results: str, target: str, rid: str, arrays: dict) -> str:
     """Write a run's loss snapshots (float16); returns the path relative to the results folder's parent."""
     arrays = {k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()}
@@ -165,7 +172,10 @@ def read_snapshots(results: str, rec: dict) -> tuple[dict | None, np.ndarray | N
     info = rec["extras"].get("snapshots") or {}
     base = os.path.dirname(os.path.abspath(results))
     try:
-        snaps = dict(np.load(os.path.join(base, info["file"])))
+        path = os.path.join(base, info["file"])
+        if file_sha256(path) != info.get("sha256"):  # e.g. another results folder's file under checkpoints/
+            return None, None
+        snaps = dict(np.load(path))
         xy = np.load(os.path.join(base, info["embedding"]))["xy"].astype(np.float32)
     except (KeyError, OSError, ValueError):
         return None, None

@@ -286,9 +286,13 @@ def _validate_roles(where: str, variant: dict, raw: dict) -> None:
     from methods import method_class
 
     roles = variant.get("roles") or {}
-    _keys(f"{where}.roles", roles, set(method_class(variant["method"]).frozen))
+    frozen = set(method_class(variant["method"]).frozen)
+    if frozen and not roles:
+        raise UsageError(f"{where}: method {variant['method']!r} restores {sorted(frozen)} from another run; give "
+                         f"roles: {{{sorted(frozen)[0]}: {{from: {{method: erm}}, model: ...}}}}")
+    _keys(f"{where}.roles", roles, frozen, frozen)
     for role, block in roles.items():
-        _keys(f"{where}.roles.{role}", block, ROLE_KEYS)
+        _keys(f"{where}.roles.{role}", block, ROLE_KEYS, {"from"})
         if "model" in block:
             try:
                 entry = model_entry(block["model"]["name"])
@@ -304,6 +308,9 @@ def _validate_roles(where: str, variant: dict, raw: dict) -> None:
                 _method_spec(block["from"])
             except (KeyError, ValueError, TypeError) as e:
                 raise UsageError(f"{where}.roles.{role}.from: {e.args[0] if e.args else e}") from None
+            if method_class(block["from"]["method"]).frozen:
+                raise UsageError(f"{where}.roles.{role}.from: method {block['from']['method']!r} needs a teacher "
+                                 f"itself; a restored role must come from a run that trains from scratch")
         if "recipe" in block and block["recipe"] not in raw["recipes"]:
             raise UsageError(f"{where}.roles.{role}: unknown recipe {block['recipe']!r}; known: "
                              f"{', '.join(raw['recipes'])}")

@@ -32,6 +32,7 @@ FOLDER = "CINIC-10"
 CACHE = "cinic10-uint8.pt"
 SPLITS = ("train", "valid", "test")
 SIZE = 32
+EXPECTED_PER_SPLIT: int | None = 90_000  # 9,000 per class (FACTS.md); catches an interrupted unpack
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # Channel mean / std in [0, 1] published in the authors' README.
 STATS = {"mean": [0.47889522, 0.47227842, 0.43047404], "std": [0.24205776, 0.23828046, 0.25874835]}
@@ -77,6 +78,11 @@ def _load(name: str, train_splits: tuple[str, ...], root: str, download_missing:
     classes, data = load_tree(folder, SPLITS, SIZE, CACHE)
     if classes != CLASSES:
         raise RuntimeError(f"{name}: class folders {classes} in {folder}, expected CIFAR-10's {CLASSES}")
+    for split in SPLITS:
+        if EXPECTED_PER_SPLIT is not None and len(data[split][1]) != EXPECTED_PER_SPLIT:
+            raise RuntimeError(f"{name}: {os.path.join(folder, split)} holds {len(data[split][1]):,} images, expected "
+                               f"{EXPECTED_PER_SPLIT:,} (an interrupted unpack?); delete {folder} and the cache "
+                               f"{CACHE} and load again")
     return Splits(
         name=name,
         x_train=torch.cat([data[s][0] for s in train_splits]),

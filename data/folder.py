@@ -32,11 +32,14 @@ def list_split(split_dir: str) -> tuple[list[str], Samples]:
 
 def read_image(path: str, size: int) -> np.ndarray:
     """One image as uint8 H x W x 3 RGB, box-resized to size x size where it is not already that size."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BOX)
-        return np.array(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BOX)
+            return np.array(im, dtype=np.uint8)
+    except OSError as e:  # truncated or not an image: name the file
+        raise RuntimeError(f"cannot read image {path}: {e}; replace or delete the file") from e
 
 
 def read_split(samples: Samples, size: int) -> tuple[torch.Tensor, torch.Tensor]:

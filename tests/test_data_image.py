@@ -8,6 +8,7 @@ with the MD5s of the tiny files they wrote, so torchvision's own check still run
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 import pickle
@@ -178,6 +179,12 @@ def test_svhn_truncated_file_is_a_clear_error(svhn_root):
 CINIC_COUNTS = {"train": 2, "valid": 1, "test": 1}
 
 
+@pytest.fixture(autouse=True)
+def tiny_cinic(monkeypatch):
+    """The real CINIC-10 has 90,000 images per split; these tiny trees do not (see the count test below)."""
+    monkeypatch.setattr(cinic10, "EXPECTED_PER_SPLIT", None)
+
+
 @pytest.fixture
 def cinic_root(tmp_path):
     write_tree(tmp_path / "CINIC-10", CINIC_COUNTS, cinic10.CLASSES[::-1])  # created in reverse: order is by name
@@ -315,3 +322,17 @@ def test_present_once_written(tmp_path, svhn_root):
     for name in ("cifar10", "svhn", "svhn_extra", "cinic10", "cinic10_trainval"):
         assert data.dataset_present(name, root), name
     assert not data.dataset_present("cifar100", root)
+
+
+def test_cinic10_incomplete_split_and_unreadable_image_are_clear_errors(cinic_root, monkeypatch):
+    monkeypatch.setattr(cinic10, "EXPECTED_PER_SPLIT", 20)  # the tiny tree holds 2 x 10 train images
+    with pytest.raises(RuntimeError, match="valid holds 10 images, expected 20"):
+        data.load_dataset("cinic10", cinic_root, download=False)
+    monkeypatch.setattr(cinic10, "EXPECTED_PER_SPLIT", None)
+    bad = os.path.join(cinic_root, "CINIC-10", "test", "cat", "img0.png")
+    for cache in glob.glob(os.path.join(cinic_root, "CINIC-10", "*.pt")):
+        os.remove(cache)
+    with open(bad, "r+b") as f:
+        f.truncate(40)
+    with pytest.raises(RuntimeError, match="img0.png"):
+        data.load_dataset("cinic10", cinic_root, download=False)

@@ -46,6 +46,9 @@ def test_student_trains_its_teacher_first_and_records_it(tmp_path, data_root):
     assert student["status"] == "ok"
     # the frozen teacher's accuracy as the student sees it equals the teacher run's own final accuracy
     assert student["extras"]["teacher_final_test_acc"] == pytest.approx(teacher["final_test_acc"])
+    # the student's record names the exact teacher weights it was distilled from
+    assert student["extras"]["teacher_checkpoint_sha256"] == teacher["extras"]["checkpoint_sha256"]
+    assert student["extras"]["teacher_run_id"] == tplan.run_id
 
 
 def test_a_second_student_reuses_the_teacher(tmp_path, data_root):
