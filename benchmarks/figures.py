@@ -10,6 +10,13 @@
 - `loss_embedding`: every training example as a dot at a fixed 2-D embedding of the training set (the first two
   principal components of the raw pixels, `store.embedding_path`), shaded by its per-example CE at the epochs the
   figure asks for (BLCL Figs. 3/4/10/11); seed 0's run (the lowest seed run), one row per variant.
+- `acc_curves`: train, validation (where the run holds one out) and test accuracy per epoch (DCD Fig. 3 view).
+- `dcd_window`: DCD's difficulty window (lower and upper rank fraction) per epoch, per row (DCD Fig. 4).
+- `lr_schedules`: the learning rate per epoch of the schedules the figure names, from the engine's own schedule
+  registry, no training (DCD Fig. 5).
+- `superloss_surface`: SuperLoss's confidence-aware loss (l - tau) sigma + lam (log sigma)^2 over (l, sigma), its
+  minimiser sigma*(l) and the SuperLoss value SL(l), computed with `methods.superloss`, no training (SuperLoss
+  Fig. 3 view).
 - `r_sweep`: final test accuracy and alpha (the hardest quarter's share of the training loss, last epoch) against
   BLCL's r, one line per reading of Eq. (3), ERM as a reference line (BLCL Fig. 9).
 """
@@ -230,13 +237,115 @@ def r_sweep(t, budget, by_cell, labels, devices, path, **_):
     plt.close(fig)
 
 
-DRAW = {"loss_curves": loss_curves, "quartile_shares": quartile_shares, "noise_curves": noise_curves,
+def acc_curves(t, budget, by_cell, labels, devices, path, **_):
+    df = history_frame(by_cell, labels)
+    splits = [c for c in ("train_acc", "val_acc", "test_acc") if c in df]
+    long = df.melt(id_vars=["row", "variant", "seed", "epoch"], value_vars=splits, var_name="split",
+                   value_name="accuracy (%)")
+    long["split"] = long["split"].str.replace("_acc", "")
+    rows = list(dict.fromkeys(df["row"]))
+    fig, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4.2), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        sns.lineplot(data=long[long["row"] == row], x="epoch", y="accuracy (%)", hue="variant", style="split",
+                     errorbar="sd", ax=ax)
+        ax.set_title(row)
+    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dcd_window(t, budget, by_cell, labels, devices, path, **_):
+    rows = []
+    for (row, variant, _c, _rate), recs in by_cell.items():
+        for r in recs:
+            for h in r["history"] if r["status"] == "ok" else []:
+                w = (h.get("extras") or {}).get("window")
+                if w:
+                    rows.append({"row": labels[row], "variant": variant, "seed": r["spec"]["seed"],
+                                 "epoch": h["epoch"], "lower": w[0], "upper": w[1]})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return False
+    panels = list(dict.fromkeys(df["row"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, row in zip(axes[0], panels):
+        m = df[df["row"] == row].groupby("epoch")[["lower", "upper"]].mean()
+        ax.fill_between(m.index, m["lower"], m["upper"], step="post", alpha=0.35, label="window (mean over seeds)")
+        ax.step(m.index, m["upper"], where="post")
+        ax.set_title(row, fontsize=9)
+        ax.set_xlabel("epoch (curriculum step)")
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("difficulty rank fraction (0 = easiest)")
+    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def lr_schedules(t, budget, by_cell, labels, devices, path, spec=None, **_):
+    import torch
+
+    from engine.optim import build_schedule
+
+    epochs, lr = spec.get("epochs", [100])[0], spec.get("lr", 0.1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, cfg in spec["schedules"].items():
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+        sched = build_schedule(cfg, opt, epochs)
+        ys = []
+        for _ in range(epochs):
+            ys.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        ax.plot(range(1, epochs + 1), ys, label=f"{name}: {cfg}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{t.name} · the schedules as the engine computes them (no training)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def superloss_surface(t, budget, by_cell, labels, devices, path, spec=None, **_):
+    import torch
+
+    from methods.superloss import sigma_star, superloss
+
+    tau, lam = spec.get("tau", 0.0), spec.get("lam", 1.0)
+    loss = torch.linspace(-2.0, 6.0, 401, dtype=torch.float64)  # l - tau from -2 to 6 (tau = 0)
+    sig = torch.logspace(-2, 1, 301, dtype=torch.float64)
+    L, S = torch.meshgrid(loss, sig, indexing="ij")
+    conf = (L - tau) * S + lam * torch.log(S) ** 2
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    im = axes[0].pcolormesh(L.numpy(), S.numpy(), conf.clamp(max=8).numpy(), shading="auto", cmap="viridis")
+    axes[0].plot(loss.numpy(), sigma_star(loss, tau, lam).numpy(), "w-", lw=2, label="sigma*(l)")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("input loss l (tau = 0)")
+    axes[0].set_ylabel("confidence sigma")
+    axes[0].legend(loc="upper right")
+    fig.colorbar(im, ax=axes[0], label="(l - tau) sigma + lam log^2 sigma (clipped at 8)")
+    axes[1].plot(loss.numpy(), superloss(loss, tau, lam).numpy(), label="SuperLoss SL(l)")
+    axes[1].plot(loss.numpy(), (loss - tau).numpy(), "--", label="l - tau (the input loss)")
+    axes[1].set_xlabel("input loss l (tau = 0)")
+    axes[1].legend()
+    fig.suptitle(f"{t.name} · lam = {lam:g}, tau = {tau:g} · analytic (methods.superloss, no training)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "dcd_window": dcd_window,
+        "lr_schedules": lr_schedules, "superloss_surface": superloss_surface, "quartile_shares": quartile_shares, "noise_curves": noise_curves,
         "sigma_clean_noisy": sigma_clean_noisy, "loss_embedding": loss_embedding, "r_sweep": r_sweep}
 
 
 def draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=None, results=None) -> str | None:
     """Draw figure `kind` for one target and budget; returns its path, or None with no finished run."""
-    if not any(r["status"] == "ok" for recs in by_cell.values() for r in recs):
+    from .targets import ANALYTIC_FIGURES
+
+    if kind not in ANALYTIC_FIGURES and not any(r["status"] == "ok" for recs in by_cell.values() for r in recs):
         return None
     sns.set_theme(style="whitegrid", context="paper")
     os.makedirs(out_dir, exist_ok=True)

@@ -12,7 +12,7 @@ import os
 import tempfile
 
 from .store import cell_key, load_records
-from .targets import BUDGETS, FIGURES, Target, figure_kind
+from .targets import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
 
 FIG_DIR = "figures"
 
@@ -121,8 +121,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         if budget != "full":
             out += ["*Not the paper's setting: these numbers say that the pipeline runs, not whether the paper "
                     "reproduces; verdicts are given at the full budget only.*", ""]
-        out += ["| Row | Method | Published | Measured | Measured − published | Best epoch (test-selected) "
-                "| Teacher (measured) | Time per run |", "|---|---|---|---|---|---|---|---|"]
+        if plans:
+            out += ["| Row | Method | Published | Measured | Measured − published | Best epoch (test-selected) "
+                    "| Teacher (measured) | Time per run |", "|---|---|---|---|---|---|---|---|"]
+        else:
+            out = out[:-2] + ["Analytic: this target trains nothing; its figures are computed from the suite's code.", ""]
         for (row, variant, comp, rate), recs in by_cell.items():
             entry = pub(row, comp, rate)
             pub_s = "—" if entry is None else f"{entry['value']:.2f}" + (" (alignment uncertain)" if entry.get("uncertain") else "")
@@ -178,7 +181,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         for fig in raw.get("figures", []):
             kind = figure_kind(fig)
             rel = None
-            if recs_all:
+            if recs_all or kind in ANALYTIC_FIGURES:
                 from .figures import draw
 
                 rel = draw(kind, t, budget, by_cell, labels, os.path.join(results, FIG_DIR, t.name), devices,

@@ -32,8 +32,13 @@ FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report
     "sigma_clean_noisy": "Data Parameters' mean instance sigma of clean vs corrupted samples per epoch, per noise rate",
     "loss_embedding": "every training example as a dot on a fixed 2-D embedding, shaded by its loss at chosen epochs",
     "r_sweep": "final test accuracy and alpha (the hardest quarter's loss share) against BLCL's r, per reading",
+    "acc_curves": "train, validation and test accuracy per epoch per variant",
+    "dcd_window": "DCD's difficulty window (rank fractions) per epoch",
+    "lr_schedules": "the learning rate per epoch of each named schedule (no training)",
+    "superloss_surface": "SuperLoss's confidence-aware loss over (loss, sigma), sigma* and SL (no training)",
 }
-FIGURE_KEYS = {"kind", "epochs"}  # a figure is a kind, or {kind, epochs: [...]} (loss snapshots to save)
+ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alone, never from runs
+FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes", "published_only"}
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise"}

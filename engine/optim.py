@@ -24,7 +24,14 @@ def _exponential(opt, epochs, gamma):
     return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
 
 
-SCHEDULES = {"constant": _constant, "multistep": _multistep, "cosine": _cosine, "exponential": _exponential}
+def _cosine_restarts(opt, epochs, period, period_mult=1, eta_min=0.0):
+    """Periodic cosine (SGDR, Loshchilov & Hutter): back to the initial lr every `period` epochs (times
+    `period_mult` after each restart); DCD Sec. V-E's "cosine" whose periodic increase helps."""
+    return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=period, T_mult=period_mult, eta_min=eta_min)
+
+
+SCHEDULES = {"constant": _constant, "multistep": _multistep, "cosine": _cosine, "exponential": _exponential,
+             "cosine_restarts": _cosine_restarts}
 
 
 def _check(kind: str, name: str, table: dict, fn, kwargs: dict, skip: set[str]) -> None:

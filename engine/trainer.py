@@ -316,6 +316,8 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
                "train_acc": 100.0 * correct.item() / len(seen)}
         rec.update({k: (v / len(seen)).item() for k, v in sums.items()})
         rec["test_loss"], rec["test_acc"] = evaluate(nets[method.reported], data)
+        if data.y_val is not None:  # the held-out validation split (DCD Table I reports "validation accuracy")
+            rec["val_loss"], rec["val_acc"] = evaluate(nets[method.reported], data, data.x_val, data.y_val)
         for role in trainable:
             if role != method.reported:
                 rec[f"{role}_test_loss"], rec[f"{role}_test_acc"] = evaluate(nets[role], data)

@@ -85,10 +85,10 @@ def write_cifar10(root, per_batch: int = 2) -> tuple[list[int], list[int]]:
     return train, test
 
 
-def write_cifar100(root) -> tuple[list[int], list[int]]:
+def write_cifar100(root, n_train: int = 4) -> tuple[list[int], list[int]]:
     d = os.path.join(root, "cifar-100-python")
     os.makedirs(d)
-    train, test = [0, 99, 42, 7], [55, 3]
+    train, test = [0, 99, 42, 7] + [(13 * i) % 100 for i in range(n_train - 4)], [55, 3, 17, 88]
     _dump(os.path.join(d, "train"), _batch(b"fine_labels", train, 1, "training batch 1 of 1"))
     _dump(os.path.join(d, "test"), _batch(b"fine_labels", test, 2, "testing batch 1 of 1"))
     _dump(os.path.join(d, "meta"), {Py2Str(b"fine_label_names"): [Py2Str(f"c{i}".encode()) for i in range(100)],
@@ -122,7 +122,7 @@ def fake_image_data(root, monkeypatch, per_batch: int = 8) -> str:
     """Write tiny CIFAR-10, CIFAR-100, SVHN and CINIC-10 under `root` and accept them in torchvision's checks."""
     write_cifar10(root, per_batch)
     _patch_cifar_md5(monkeypatch, CIFAR10, os.path.join(root, "cifar-10-batches-py"))
-    write_cifar100(root)
+    write_cifar100(root, 5 * per_batch)
     _patch_cifar_md5(monkeypatch, CIFAR100, os.path.join(root, "cifar-100-python"))
     rng = np.random.default_rng(0)
     for i, split in enumerate(("train", "test", "extra")):

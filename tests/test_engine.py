@@ -150,6 +150,10 @@ def test_other_schedules_values():
     cos = _lrs({"name": "cosine"}, 10)
     assert cos[5] == pytest.approx(0.05) and cos[10] == pytest.approx(0.0, abs=1e-12)
     assert _lrs({"name": "exponential", "gamma": 0.5}, 3) == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    # periodic cosine (SGDR): halfway down after 2 of 4 epochs, back to the start at each restart
+    sgdr = _lrs({"name": "cosine_restarts", "period": 4}, 9)
+    assert sgdr[0] == sgdr[4] == sgdr[8] == pytest.approx(0.1) and sgdr[2] == pytest.approx(0.05)
+    assert sgdr[3] < sgdr[2] < sgdr[1] < sgdr[0]
 
 
 # ---------------- the training loop ----------------
