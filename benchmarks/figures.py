@@ -143,7 +143,8 @@ def sigma_frame(by_cell: dict[tuple, list[dict]]) -> pd.DataFrame:
                     if v is not None:
                         rows.append({"variant": variant, "rate": rate, "seed": r["spec"]["seed"],
                                      "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
-                                     "sigma": v})
+                                     "sigma": v, "share": ex.get("noisy_share_top40"),
+                                     "noisy_fraction": r["extras"].get("noisy_fraction")})
     return pd.DataFrame(rows)
 
 
@@ -152,12 +153,19 @@ def sigma_clean_noisy(t, budget, by_cell, labels, devices, path, **_):
     if df.empty:
         return False
     rates = sorted(df["rate"].unique())
-    fig, axes = plt.subplots(1, len(rates), figsize=(3.6 * len(rates), 3.6), squeeze=False, sharey=True)
-    for ax, rate in zip(axes[0], rates):
-        sns.lineplot(data=df[df["rate"] == rate], x="epoch", y="sigma", hue="samples", style="variant",
-                     errorbar=("pi", 100), ax=ax, palette={"clean": "tab:green", "corrupted": "tab:red"})
+    fig, axes = plt.subplots(2, len(rates), figsize=(3.6 * len(rates), 6.6), squeeze=False, sharey="row")
+    for ax, share_ax, rate in zip(axes[0], axes[1], rates):
+        part = df[df["rate"] == rate]
+        sns.lineplot(data=part, x="epoch", y="sigma", hue="samples", errorbar=("pi", 100), ax=ax,
+                     palette={"clean": "tab:green", "corrupted": "tab:red"}, legend=rate == rates[-1])
         ax.set_title(f"noise {rate:g}", fontsize=9)
+        shares = part[part["samples"] == "corrupted"].dropna(subset=["share"])
+        if not shares.empty:
+            sns.lineplot(data=shares, x="epoch", y="share", errorbar=("pi", 100), ax=share_ax, color="tab:red")
+            share_ax.axhline(shares["noisy_fraction"].mean(), color="grey", ls="--", lw=1)
+        share_ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("mean instance sigma")
+    axes[1][0].set_ylabel("corrupted share of the 40% largest sigma\n(dashed: the corrupted fraction)")
     fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
