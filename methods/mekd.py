@@ -15,13 +15,17 @@ leaves the second half of the run ("until convergence") to the full set. Ranking
 (`per_class`, as DCD Sec. V-C does), so every stage keeps the training set's class mix. The training loss is
 Eq. (17): (1 - beta) * CE + beta * T^2 * KL, T = 3 (Sec. V-A). The teacher's training-set logits for phi are
 computed once (frozen); the number of epochs is read from `ctx.num_epochs`.
+
+The toy experiment of Sec. III-C (Fig. 1) is the same schedule with `difficulty: teacher_ce` (samples ranked
+once by the teacher's classification loss) and `rerank: false` (stage 2 keeps that ranking).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from .base import StepContext
 from .dcd import (Distiller, check_distill_config, difficulty, rank_within_classes, ranking_from_state,
@@ -46,6 +50,8 @@ class MEKD(Distiller):
         stage_ends: tuple[float, float] = (1 / 6, 1 / 2)  # fractions of the epochs where stages 1 and 2 end
         fractions: tuple[float, float] = (1 / 3, 2 / 3)  # share of each class trained on in stages 1 and 2
         per_class: bool = True
+        difficulty: Literal["equal", "teacher_ce"] = "equal"  # teacher_ce: the toy experiment's (Sec. III-C)
+        rerank: bool = True  # re-rank with the current student at stage 2's first epoch
 
         def __post_init__(self):
             check_distill_config(self)
@@ -75,8 +81,12 @@ class MEKD(Distiller):
         if self.stage == 3:
             self.n_selected = ctx.num_train
             return None
-        if self.ranked_stage != self.stage:  # first epoch of the stage: rank with the current student
-            phi = difficulty(*self.student_terms(ctx), 1.0, 1.0)
+        if self.ranked_stage is None or (self.cfg.rerank and self.ranked_stage != self.stage):
+            # first epoch of a stage: rank with the current student (or once by the teacher's loss)
+            if self.cfg.difficulty == "teacher_ce":
+                phi = F.cross_entropy(self.teacher_logits, ctx.train_labels, reduction="none")
+            else:
+                phi = difficulty(*self.student_terms(ctx), 1.0, 1.0)
             labels = ctx.train_labels if self.cfg.per_class else None
             self.groups = rank_within_classes(phi, labels, ctx.num_classes)
             self.ranked_stage, self.reranked = self.stage, True

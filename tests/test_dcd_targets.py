@@ -34,7 +34,7 @@ def test_published_values_match_the_issue():
                                   for k, v in (((f"a{a}", "kd"), kd), ((f"a{a}", "dcd"), dcd))}
 
 
-@pytest.mark.parametrize("name", ["dcd-table1", "dcd-table2", "dcd-fig3", "dcd-fig4", "dcd-fig6"])
+@pytest.mark.parametrize("name", ["dcd-table1", "dcd-table2", "dcd-fig1", "dcd-fig3", "dcd-fig4", "dcd-fig6"])
 def test_every_student_of_a_dataset_restores_one_teacher_run(name):
     plans = TARGETS[name].plans("full")
     by_data = {}
@@ -67,7 +67,7 @@ def test_dcd_rows_hold_out_a_validation_split_and_use_t_3():
             assert p.spec["method"]["s"] == 0.01
 
 
-SMOKE = ["dcd-table1", "dcd-table2", "dcd-fig3", "dcd-fig4", "dcd-fig5", "dcd-fig6", "superloss-fig3"]
+SMOKE = ["dcd-table1", "dcd-table2", "dcd-fig1", "dcd-fig3", "dcd-fig4", "dcd-fig5", "dcd-fig6", "superloss-fig3"]
 
 
 @pytest.fixture(scope="module")

@@ -146,3 +146,16 @@ def test_config_defaults_and_lists():
     assert cfg.stage_ends == (0.2, 0.6) and cfg.fractions == pytest.approx((1 / 3, 2 / 3))
     assert make_config("mekd", {}).stage_ends == pytest.approx((1 / 6, 1 / 2))
     assert (make_config("mekd", {}).T, make_config("mekd", {}).beta) == (3.0, 0.5)
+
+
+def test_toy_curriculum_ranks_once_by_the_teacher_loss():
+    # DCD Sec. III-C / Fig. 1: samples ranked by the teacher's classification loss, never re-ranked
+    method, ctx, labels = _setup({"difficulty": "teacher_ce", "rerank": False})
+    t_ce = nn.functional.cross_entropy(ctx.nets["teacher"].table, labels, reduction="none")
+    groups = rank_within_classes(t_ce, labels, K)
+    assert torch.equal(method.epoch_indices(0, ctx), select_window(groups, 0.0, 1 / 3))
+    ctx.nets["student"].table = _table(3, len(labels))  # whatever the student does, the order stays the teacher's
+    assert torch.equal(method.epoch_indices(3, ctx), select_window(groups, 0.0, 2 / 3))
+    assert method.epoch_indices(6, ctx) is None
+    with pytest.raises(ValueError, match="difficulty"):
+        make_config("mekd", {"difficulty": "student"})
