@@ -16,11 +16,11 @@ ASSUMED_MIN_STEP_MS = 4.0
 ASSUMPTION = (f"assumed {ASSUMED_TFLOPS:g} TFLOP/s effective on one H100 and at least {ASSUMED_MIN_STEP_MS:g} ms "
               f"per network step (not measured by this suite yet)")
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "mr": 9596, "cifar10": 50000, "cifar100": 50000,
-               "svhn": 73257, "svhn_extra": 604388, "cinic10": 90000, "cinic10_trainval": 180000}
+               "svhn": 73257, "svhn_extra": 604388, "cinic10": 90000, "cinic10_trainval": 180000, "imagenet": 1281167, "webvision": 2400000}
 SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mr": (64,), "cifar10": (3, 32, 32),
           "cifar100": (3, 32, 32), "svhn": (3, 32, 32), "svhn_extra": (3, 32, 32), "cinic10": (3, 32, 32),
           "cinic10_trainval": (3, 32, 32)}
-CLASSES = {"cifar100": 100, "mr": 2}
+CLASSES = {"cifar100": 100, "mr": 2, "imagenet": 1000, "webvision": 1000}
 
 
 @functools.lru_cache(maxsize=None)

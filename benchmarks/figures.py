@@ -10,6 +10,8 @@
 - `loss_embedding`: every training example as a dot at a fixed 2-D embedding of the training set (the first two
   principal components of the raw pixels, `store.embedding_path`), shaded by its per-example CE at the epochs the
   figure asks for (BLCL Figs. 3/4/10/11); seed 0's run (the lowest seed run), one row per variant.
+- `class_sigma`: Data Parameters' class sigma per epoch for four classes picked by a fixed seed, mean +- sd over
+  seeds (Data Parameters Fig. 1, left).
 - `acc_curves`: train, validation (where the run holds one out) and test accuracy per epoch (DCD Fig. 3 view).
 - `dcd_window`: DCD's difficulty window (lower and upper rank fraction) per epoch, per row (DCD Fig. 4).
 - `lr_schedules`: the learning rate per epoch of the schedules the figure names, from the engine's own schedule
@@ -245,6 +247,28 @@ def r_sweep(t, budget, by_cell, labels, devices, path, **_):
     plt.close(fig)
 
 
+def class_sigma(t, budget, by_cell, labels, devices, path, **_):
+    rows = []
+    for (row, variant, _c, _rate), recs in by_cell.items():
+        for r in recs:
+            for h in r["history"] if r["status"] == "ok" else []:
+                sig = (h.get("extras") or {}).get("class_sigma")
+                if sig:
+                    picked = np.random.default_rng(0).permutation(len(sig))[:4]  # the same four in every run
+                    rows += [{"variant": variant, "seed": r["spec"]["seed"], "epoch": h["epoch"],
+                              "class": f"class {int(c)}", "sigma": sig[int(c)]} for c in picked]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.lineplot(data=df, x="epoch", y="sigma", hue="class", style="variant", errorbar="sd", ax=ax)
+    ax.set_ylabel("class parameter sigma")
+    fig.suptitle(_caption(t, budget, df, devices) + " · band: +-1 sd over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def acc_curves(t, budget, by_cell, labels, devices, path, **_):
     df = history_frame(by_cell, labels)
     splits = [c for c in ("train_acc", "val_acc", "test_acc") if c in df]
@@ -344,7 +368,7 @@ def superloss_surface(t, budget, by_cell, labels, devices, path, spec=None, **_)
     plt.close(fig)
 
 
-DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "dcd_window": dcd_window,
+DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "class_sigma": class_sigma, "dcd_window": dcd_window,
         "lr_schedules": lr_schedules, "superloss_surface": superloss_surface, "quartile_shares": quartile_shares, "noise_curves": noise_curves,
         "sigma_clean_noisy": sigma_clean_noisy, "loss_embedding": loss_embedding, "r_sweep": r_sweep}
 

@@ -121,14 +121,17 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         if budget != "full":
             out += ["*Not the paper's setting: these numbers say that the pipeline runs, not whether the paper "
                     "reproduces; verdicts are given at the full budget only.*", ""]
-        if plans:
+        unplanned = [r for r in raw["rows"] if r.get("not_planned")]
+        if plans or unplanned:
             out += ["| Row | Method | Published | Measured | Measured − published | Best epoch (test-selected) "
                     "| Teacher (measured) | Time per run |", "|---|---|---|---|---|---|---|---|"]
         else:
             out = out[:-2] + ["Analytic: this target trains nothing; its figures are computed from the suite's code.", ""]
         for (row, variant, comp, rate), recs in by_cell.items():
             entry = pub(row, comp, rate)
-            pub_s = "—" if entry is None else f"{entry['value']:.2f}" + (" (alignment uncertain)" if entry.get("uncertain") else "")
+            pub_s = ("—" if entry is None else f"{entry['value']:.2f}"
+                     + (f" ± {entry['std']:.2f}" if entry.get("std") is not None else "")
+                     + (" (alignment uncertain)" if entry.get("uncertain") else ""))
             accs = _accs(recs)
             diff = ("—" if (entry is None or not accs or entry.get("uncertain"))
                     else f"{_stats(accs)[0] - entry['value']:+.2f}")
@@ -136,6 +139,10 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             teacher = [x for x in teacher if x is not None]
             wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
             meas = fmt_cell(accs)
+            at = raw.get("read_at_epoch")
+            if at and accs:  # e.g. Data Parameters' README reads its noisy runs at epoch 84
+                vals = [h["test_acc"] for r in recs if r["status"] == "ok" for h in r["history"] if h["epoch"] == at]
+                meas += f"; at epoch {at}: {fmt_cell(vals) if vals else 'not reached'}"
             bad = [r["status"] for r in recs if r["status"] != "ok"]
             if bad:
                 meas += f" [{', '.join(sorted(set(bad)))}: {len(bad)}]"
@@ -155,6 +162,12 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 unc = " (alignment uncertain)" if p.get("uncertain") else ""
                 out.append(f"| {rowname} | {quoted[p['variant']]} | {p['value']:.2f}{unc} | published only: "
                            f"not a method of this suite | — | — | — | — |")
+        for row in unplanned:  # paper rows the suite does not build: their published values and the reason
+            entries = [p for p in raw.get("published", []) if p["row"] == row["id"]] or [None]
+            for p in entries:
+                value = "—" if p is None else f"{p['value']:.2f}"
+                out.append(f"| {labels[row['id']]} | {'—' if p is None else p['variant']} | {value} | not planned: "
+                           f"{row['not_planned'].strip()} | — | — | — | — |")
         out.append("")
         claims = raw.get("claims", []) if budget == "full" else []
         if claims:

@@ -33,6 +33,7 @@ FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report
     "loss_embedding": "every training example as a dot on a fixed 2-D embedding, shaded by its loss at chosen epochs",
     "r_sweep": "final test accuracy and alpha (the hardest quarter's loss share) against BLCL's r, per reading",
     "acc_curves": "train, validation and test accuracy per epoch per variant",
+    "class_sigma": "Data Parameters' class sigma per epoch for four fixed classes, mean +- sd over seeds",
     "dcd_window": "DCD's difficulty window (rank fractions) per epoch",
     "lr_schedules": "the learning rate per epoch of each named schedule (no training)",
     "superloss_surface": "SuperLoss's confidence-aware loss over (loss, sigma), sigma* and SL (no training)",
@@ -40,8 +41,8 @@ FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report
 ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alone, never from runs
 FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
-            "budgets", "published", "claims", "figures", "notes", "published_only"}
-ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise"}
+            "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch"}
+ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned"}
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
@@ -80,7 +81,7 @@ class Target:
 
     @property
     def datasets(self) -> list[str]:
-        return sorted({r["dataset"] for r in self.raw["rows"]})
+        return sorted({r["dataset"] for r in self.raw["rows"] if "dataset" in r})
 
     def variant(self, name: str) -> dict:
         return self.raw["variants"][name]
@@ -95,11 +96,14 @@ class Target:
         seeds = list(self.raw["seeds"] if seeds is None else seeds)
         out = []
         for row in self.raw["rows"]:
+            if row.get("not_planned"):  # a paper row this suite does not build (the reason is in the YAML)
+                continue
             recipe = self._recipe(row["recipe"], over)
             model = _model_spec(row["model"])
             for rate in row["noise"]["rates"]:
                 data = {"dataset": row["dataset"],
-                        "noise": {"kind": row["noise"]["kind"] if rate else "none", "rate": float(rate)},
+                        "noise": {"kind": row["noise"]["kind"] if rate else "none", "rate": float(rate),
+                                  **({"drop_corrupted": True} if row["noise"].get("drop_corrupted") else {})},
                         "train_subset": over.get("train_subset"), "test_subset": over.get("test_subset")}
                 if row.get("pixel_noise"):  # DCD Table II: Gaussian noise (alpha, 0-255 units) on the raw images
                     data["pixel_noise"] = float(row["pixel_noise"])
@@ -191,6 +195,9 @@ def _validate(raw: dict, path: str) -> None:
                      ("published", list), ("claims", list), ("figures", list)):
         if key in raw and not isinstance(raw[key], typ):
             raise UsageError(f"{w}: {key} must be a {'mapping' if typ is dict else 'list'}")
+    at = raw.get("read_at_epoch")
+    if at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 1):
+        raise UsageError(f"{w}: read_at_epoch must be an epoch number >= 1, got {at!r}")
     if raw["paper"] not in PAPERS:
         raise UsageError(f"{w}: paper {raw['paper']!r}; allowed: {', '.join(PAPERS)}")
     if not re.fullmatch(rf"{raw['paper']}-[a-z0-9-]+", raw["name"]):
@@ -215,6 +222,14 @@ def _validate(raw: dict, path: str) -> None:
     ids = set()
     for i, row in enumerate(raw["rows"]):
         where = f"{w}: rows[{i}]"
+        if isinstance(row, dict) and "not_planned" in row:
+            _keys(where, row, {"id", "label", "not_planned", "variants"}, {"id", "not_planned"})
+            if not isinstance(row["not_planned"], str) or not row["not_planned"].strip():
+                raise UsageError(f"{where}: not_planned must say why the row is not built")
+            if row["id"] in ids:
+                raise UsageError(f"{where}: id {row['id']!r} must be unique within the target")
+            ids.add(row["id"])
+            continue
         _keys(where, row, ROW_KEYS, {"id", "model", "dataset", "noise", "recipe", "variants"})
         if not isinstance(row["id"], str) or row["id"] in ids:
             raise UsageError(f"{where}: id {row['id']!r} must be a string, unique within the target")
@@ -232,7 +247,7 @@ def _validate(raw: dict, path: str) -> None:
         if entry.input_kind != dataset_kind(row["dataset"]):
             raise UsageError(f"{where}: model {entry.name} reads {entry.input_kind} data, {row['dataset']} is "
                              f"{dataset_kind(row['dataset'])}")
-        _keys(f"{where}.noise", row["noise"], {"kind", "rates"}, {"kind", "rates"})
+        _keys(f"{where}.noise", row["noise"], {"kind", "rates", "drop_corrupted"}, {"kind", "rates"})
         if row["noise"]["kind"] not in NOISE_KINDS:
             raise UsageError(f"{where}.noise: kind {row['noise']['kind']!r}; allowed: {', '.join(NOISE_KINDS)}")
         rates = row["noise"]["rates"]

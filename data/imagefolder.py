@@ -21,31 +21,32 @@ from .registry import Splits, register_dataset
 FOLDER = "imagefolder"
 SPLITS = ("train", "val")
 SIZE = 32
-CACHE = "imagefolder-uint8.pt"
 # ImageNet channel mean / std in [0, 1] (torchvision's model documentation); for another folder (e.g. WebVision,
 # whose images are ImageNet-like) an approximation that a target may override.
 STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-def _present(root: str) -> bool:
-    return all(os.path.isdir(os.path.join(root, FOLDER, s)) for s in SPLITS)
+def _folder_dataset(name: str, folder_name: str, what: str):
+    """Register `name`: `<root>/<folder_name>/{train,val}/<class>/<image>`, loaded as described above."""
+
+    def present(root: str) -> bool:
+        return all(os.path.isdir(os.path.join(root, folder_name, s)) for s in SPLITS)
+
+    @register_dataset(name, present)
+    def load(root: str, download: bool = True) -> Splits:
+        folder = os.path.join(root, folder_name)
+        if not present(root):
+            raise FileNotFoundError(f"{name}: put {what} in {folder}/train/<class>/ and {folder}/val/<class>/ "
+                                    f"(ImageFolder layout, same class folders in both); it is never downloaded")
+        classes, data = load_tree(folder, SPLITS, SIZE, f"{folder_name}-uint8.pt")
+        return Splits(name=name, x_train=data["train"][0], y_train=data["train"][1], x_test=data["val"][0],
+                      y_test=data["val"][1], num_classes=len(classes), kind="image",
+                      meta={**STATS, "classes": classes, "size": SIZE})
+
+    load.__doc__ = f"{what}: train on `train`, test on `val`, images {SIZE} x {SIZE}; nothing is downloaded."
+    return load
 
 
-@register_dataset("imagefolder", _present)
-def imagefolder(root: str, download: bool = True) -> Splits:
-    """Train on `train`, test on `val`, images SIZE x SIZE; `download` is ignored (there is nothing to fetch)."""
-    folder = os.path.join(root, FOLDER)
-    if not _present(root):
-        raise FileNotFoundError(f"imagefolder: put the images in {folder}/train/<class>/ and {folder}/val/<class>/ "
-                                f"(ImageFolder layout, same class folders in both); this dataset is never downloaded")
-    classes, data = load_tree(folder, SPLITS, SIZE, CACHE)
-    return Splits(
-        name="imagefolder",
-        x_train=data["train"][0],
-        y_train=data["train"][1],
-        x_test=data["val"][0],
-        y_test=data["val"][1],
-        num_classes=len(classes),
-        kind="image",
-        meta={**STATS, "classes": classes, "size": SIZE},
-    )
+imagefolder = _folder_dataset("imagefolder", FOLDER, "the images")
+imagenet = _folder_dataset("imagenet", "imagenet", "ILSVRC-2012 (train, and val sorted into class folders)")
+webvision = _folder_dataset("webvision", "webvision", "WebVision (train, and its val sorted into class folders)")

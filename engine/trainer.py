@@ -110,6 +110,8 @@ def prepare(splits: Splits, data_spec: dict, recipe: dict, seed: int, device: to
     y_clean = splits.y_train[tr]
     noise = data_spec["noise"]
     y_noisy, mask = corrupt_labels(y_clean, splits.num_classes, noise["kind"], noise["rate"], seed, splits.name)
+    if noise.get("drop_corrupted"):  # the oracle (Data Parameters Table 2): train on the samples left clean only
+        tr, y_clean, y_noisy, mask = tr[~mask], y_clean[~mask], y_noisy[~mask], mask[~mask]
     norm = (_normalizer(recipe.get("normalize"), splits.in_shape[0], device, splits.meta)
             if splits.kind == "image" else None)
     alpha = data_spec.get("pixel_noise", 0)  # present only when set, so other runs' ids never change

@@ -133,4 +133,6 @@ def fake_image_data(root, monkeypatch, per_batch: int = 8) -> str:
 
     monkeypatch.setattr(cinic10, "EXPECTED_PER_SPLIT", None)  # the real archive's 90,000 per split
     write_tree(os.path.join(root, "CINIC-10"), {"train": 3, "valid": 1, "test": 2}, cinic10.CLASSES)
+    for folder in ("imagenet", "webvision"):  # ImageFolder trees, images of another size (resized to 32x32)
+        write_tree(os.path.join(root, folder), {"train": 6, "val": 2}, ["n01", "n02", "n03"], size=(40, 36))
     return str(root)

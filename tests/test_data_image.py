@@ -287,7 +287,7 @@ def test_imagefolder_resized_to_32(tmp_path):
     assert int(s.x_train[0, 0, 31, 31]) == 100  # a flat image stays flat under the box filter
     gray = s.x_train[2]  # sorted file names: gray.jpeg before img0.png
     assert abs(int(gray.float().mean()) - 77) <= 1 and torch.equal(gray[0], gray[2])
-    assert os.path.isfile(base / imagefolder.CACHE) and s.meta["size"] == imagefolder.SIZE == 32
+    assert os.path.isfile(base / "imagefolder-uint8.pt") and s.meta["size"] == imagefolder.SIZE == 32
 
 
 def test_imagefolder_missing_or_mismatched(tmp_path):
@@ -303,7 +303,8 @@ def test_imagefolder_missing_or_mismatched(tmp_path):
 # ---------------- registry facts ----------------
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "svhn": "SVHN", "svhn_extra": "SVHN",
-           "cinic10": "CINIC-10", "cinic10_trainval": "CINIC-10", "imagefolder": "imagefolder"}
+           "cinic10": "CINIC-10", "cinic10_trainval": "CINIC-10", "imagefolder": "imagefolder", "imagenet": "imagenet",
+           "webvision": "webvision"}
 
 
 @pytest.mark.parametrize("name", sorted(FOLDERS))
