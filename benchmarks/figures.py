@@ -12,6 +12,9 @@
   figure asks for (BLCL Figs. 3/4/10/11); seed 0's run (the lowest seed run), one row per variant.
 - `class_sigma`: Data Parameters' class sigma per epoch for four classes picked by a fixed seed, mean +- sd over
   seeds (Data Parameters Fig. 1, left).
+- `loss_groups`: mean per-sample CE per epoch (from the loss snapshots of every epoch) of the corrupted samples
+  and of the clean ones split at the median of their CE at `split_epoch` into easy and hard (SuperLoss Fig. 4
+  view, as the announcement describes it: easy and hard are clean samples with small and high loss).
 - `acc_curves`: train, validation (where the run holds one out) and test accuracy per epoch (DCD Fig. 3 view).
 - `dcd_window`: DCD's difficulty window (lower and upper rank fraction) per epoch, per row (DCD Fig. 4).
 - `lr_schedules`: the learning rate per epoch of the schedules the figure names, from the engine's own schedule
@@ -247,6 +250,46 @@ def r_sweep(t, budget, by_cell, labels, devices, path, **_):
     plt.close(fig)
 
 
+def loss_groups(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
+    from .store import read_snapshots
+
+    rows = []
+    for (row, variant, _c, rate), recs in by_cell.items():
+        for r in recs:
+            if r["status"] != "ok" or not r["extras"].get("snapshots"):
+                continue
+            snaps, _ = read_snapshots(results, r)
+            if snaps is None or "noisy" not in snaps:
+                continue
+            noisy = snaps["noisy"].astype(bool)
+            epochs = sorted(int(k.split("_")[1]) for k in snaps if k.startswith("ce_"))
+            split = min(spec.get("split_epoch", 10), epochs[-1])
+            ref = snaps[f"ce_{split}"].astype(np.float32)
+            med = np.median(ref[~noisy]) if (~noisy).any() else 0.0
+            groups = {"noisy": noisy, "clean, easy": ~noisy & (ref <= med), "clean, hard": ~noisy & (ref > med)}
+            for e in epochs:
+                ce = snaps[f"ce_{e}"].astype(np.float32)
+                rows += [{"row": labels[row] + (f", noise {rate:g}" if rate else ""), "variant": variant,
+                          "seed": r["spec"]["seed"], "epoch": e, "samples": g, "loss": float(ce[m].mean())}
+                         for g, m in groups.items() if m.any()]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return False
+    panels = list(dict.fromkeys(zip(df["row"], df["variant"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True)
+    for ax, (row, variant) in zip(axes[0], panels):
+        sns.lineplot(data=df[(df["row"] == row) & (df["variant"] == variant)], x="epoch", y="loss", hue="samples",
+                     errorbar=("pi", 100), ax=ax, palette={"noisy": "tab:red", "clean, easy": "tab:green",
+                                                          "clean, hard": "tab:blue"})
+        ax.set_title(f"{row}: {variant}", fontsize=9)
+    axes[0][0].set_ylabel("mean per-sample CE (training pass)")
+    fig.suptitle(_caption(t, budget, df, devices) + f" · easy/hard split at the median clean CE of epoch "
+                 f"{spec.get('split_epoch', 10)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def class_sigma(t, budget, by_cell, labels, devices, path, **_):
     rows = []
     for (row, variant, _c, _rate), recs in by_cell.items():
@@ -368,7 +411,7 @@ def superloss_surface(t, budget, by_cell, labels, devices, path, spec=None, **_)
     plt.close(fig)
 
 
-DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "class_sigma": class_sigma, "dcd_window": dcd_window,
+DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "class_sigma": class_sigma, "loss_groups": loss_groups, "dcd_window": dcd_window,
         "lr_schedules": lr_schedules, "superloss_surface": superloss_surface, "quartile_shares": quartile_shares, "noise_curves": noise_curves,
         "sigma_clean_noisy": sigma_clean_noisy, "loss_embedding": loss_embedding, "r_sweep": r_sweep}
 

@@ -99,7 +99,7 @@ def _save_snapshots(plan: Plan, results: str, splits, snapshots: dict) -> dict:
         rel_emb = save_embedding(results, key, embed_2d(splits.x_train[tr]).numpy())
     rel = save_snapshots(results, plan.target, plan.run_id, {k: v.numpy() for k, v in snapshots.items()})
     return {"file": rel, "sha256": file_sha256(os.path.join(os.path.dirname(os.path.abspath(results)), rel)),
-            "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots})}
+            "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots if "_" in k})}
 
 
 def execute(plan: Plan, data_root: str, results: str, device: torch.device, env: dict, cache: dict,

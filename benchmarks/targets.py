@@ -34,19 +34,20 @@ FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report
     "r_sweep": "final test accuracy and alpha (the hardest quarter's loss share) against BLCL's r, per reading",
     "acc_curves": "train, validation and test accuracy per epoch per variant",
     "class_sigma": "Data Parameters' class sigma per epoch for four fixed classes, mean +- sd over seeds",
+    "loss_groups": "mean per-sample loss per epoch of easy, hard (clean) and noisy samples",
     "dcd_window": "DCD's difficulty window (rank fractions) per epoch",
     "lr_schedules": "the learning rate per epoch of each named schedule (no training)",
     "superloss_surface": "SuperLoss's confidence-aware loss over (loss, sigma), sigma* and SL (no training)",
 }
 ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alone, never from runs
-FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau"}  # a kind, or {kind, epochs: [...], ...}
+FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau", "split_epoch"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch"}
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned"}
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
-BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size"}
+BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size", "rates"}  # rates: a subset of the rows'
 PUBLISHED_KEYS = {"row", "variant", "rate", "value", "std", "source", "uncertain"}  # rate: the noise rate (default 0)
 CLAIM_KEYS = {"row", "method", "baseline", "text"}
 
@@ -101,6 +102,8 @@ class Target:
             recipe = self._recipe(row["recipe"], over)
             model = _model_spec(row["model"])
             for rate in row["noise"]["rates"]:
+                if "rates" in over and rate not in over["rates"]:  # e.g. a smoke budget runs two noise rates
+                    continue
                 data = {"dataset": row["dataset"],
                         "noise": {"kind": row["noise"]["kind"] if rate else "none", "rate": float(rate),
                                   **({"drop_corrupted": True} if row["noise"].get("drop_corrupted") else {})},
@@ -295,9 +298,10 @@ def _validate(raw: dict, path: str) -> None:
         if isinstance(f, dict):
             _keys(f"{w}: figures[{i}]", f, FIGURE_KEYS, {"kind"})
             eps = f.get("epochs", [])
-            if not isinstance(eps, list) or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1
-                                                     for e in eps):
-                raise UsageError(f"{w}: figures[{i}].epochs must be a list of epoch numbers >= 1, got {eps!r}")
+            ok = eps == "all" or (isinstance(eps, list) and all(
+                isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in eps))
+            if not ok:
+                raise UsageError(f"{w}: figures[{i}].epochs must be a list of epoch numbers >= 1 or 'all', got {eps!r}")
         if figure_kind(f) not in FIGURES:
             raise UsageError(f"{w}: figure {figure_kind(f)!r}; allowed: {', '.join(FIGURES)}")
 
@@ -364,6 +368,9 @@ def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) ->
                          f"dataset entry's own mean/std), got {r['normalize']!r}")
     if "augment" in r and r["augment"] not in AUGMENTS:
         raise UsageError(f"{where}: augment {r['augment']!r}; allowed: {', '.join(AUGMENTS)}")
+    if "rates" in r and (not isinstance(r["rates"], list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in r["rates"])):
+        raise UsageError(f"{where}: rates must be a list of noise rates in [0, 1], got {r['rates']!r}")
     for k in ("epochs", "batch_size", "train_subset", "test_subset", "val_size"):
         if k in r and r[k] is not None and (not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1):
             raise UsageError(f"{where}: {k} must be a positive integer, got {r[k]!r}")
@@ -411,11 +418,13 @@ def snapshot_epochs(targets: dict[str, Target], seeds: list[int] | None = None) 
     budget's last becomes the last."""
     out: dict[str, set[int]] = {}
     for t in targets.values():
-        wanted = [e for f in t.raw.get("figures", []) if isinstance(f, dict) for e in f.get("epochs", [])]
-        if not wanted:
+        specs = [f.get("epochs", []) for f in t.raw.get("figures", []) if isinstance(f, dict)]
+        if not any(specs):
             continue
         for budget in t.raw["budgets"]:
             for p in t.plans(budget, seeds):
                 last = p.spec["recipe"]["epochs"]
-                out.setdefault(p.run_id, set()).update(min(e, last) for e in wanted)
+                for eps in specs:
+                    out.setdefault(p.run_id, set()).update(range(1, last + 1) if eps == "all"
+                                                           else (min(e, last) for e in eps))
     return out

@@ -362,6 +362,7 @@ def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[
     if data.y_val is not None:
         out["extras"]["num_val"] = len(data.y_val)
     if snapshots:
+        snapshots["noisy"] = data.noisy_mask.detach().cpu().float()  # which samples' labels were corrupted
         out["snapshots"] = snapshots
     if keep_state:
         out["state"] = {"nets": {r: {k: v.detach().cpu() for k, v in nets[r].state_dict().items()}
