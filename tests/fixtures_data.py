@@ -136,3 +136,20 @@ def fake_image_data(root, monkeypatch, per_batch: int = 8) -> str:
     for folder in ("imagenet", "webvision"):  # ImageFolder trees, images of another size (resized to 32x32)
         write_tree(os.path.join(root, folder), {"train": 6, "val": 2}, ["n01", "n02", "n03"], size=(40, 36))
     return str(root)
+
+
+def run_smoke(base, targets: list[str]) -> dict[str, int]:
+    """Run `targets` at the smoke budget (seed 0) on tiny image datasets written under `base`/data, through the
+    command line in-process; results under `base`/results, the report at `base`/REPORT.md. Returns exit codes."""
+    from _pytest.monkeypatch import MonkeyPatch
+
+    from benchmarks.cli import main
+
+    mp = MonkeyPatch()
+    try:
+        root = fake_image_data(os.path.join(base, "data"), mp)
+        return {t: main([t, "--budget", "smoke", "--seeds", "0", "--device", "cpu", "--data", root, "--no-download",
+                         "--results", os.path.join(base, "results"), "--report", os.path.join(base, "REPORT.md")])
+                for t in targets}
+    finally:
+        mp.undo()

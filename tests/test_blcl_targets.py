@@ -13,7 +13,7 @@ from benchmarks.cli import main
 from benchmarks.report import published_consistency
 from benchmarks.schema import problems
 from benchmarks.targets import load_targets, snapshot_epochs
-from fixtures_data import fake_image_data
+from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 ROWS5 = ["resnet8", "resnet20", "resnet32", "wrn40_10", "densenet_bc_190_40"]
@@ -111,16 +111,8 @@ IMAGE_TARGETS = sorted(t for t in TARGETS if t.startswith("blcl-") and t not in 
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
-    from _pytest.monkeypatch import MonkeyPatch
-
-    mp = MonkeyPatch()
     base = tmp_path_factory.mktemp("blcl")
-    root = fake_image_data(str(base / "data"), mp)
-    codes = {t: main([t, "--budget", "smoke", "--seeds", "0", "--device", "cpu", "--data", root, "--no-download",
-                      "--results", str(base / "results"), "--report", str(base / "REPORT.md")])
-             for t in IMAGE_TARGETS}
-    mp.undo()
-    return base, codes
+    return base, run_smoke(str(base), IMAGE_TARGETS)
 
 
 def test_every_image_target_runs_at_smoke_budget(smoke_results):

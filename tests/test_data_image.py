@@ -9,16 +9,13 @@ with the MD5s of the tiny files they wrote, so torchvision's own check still run
 from __future__ import annotations
 
 import glob
-import io
 import os
 import pickle
 import shutil
-import struct
 import tarfile
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 import torchvision.datasets.utils as tv_utils
 from PIL import Image

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from benchmarks.cli import main
 from benchmarks.schema import problems
 from benchmarks.targets import load_targets
-from fixtures_data import fake_image_data
+from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 
@@ -92,15 +91,8 @@ SMOKE = ["dataparams-table1", "dataparams-table2", "dataparams-fig1", "dataparam
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    from _pytest.monkeypatch import MonkeyPatch
-
-    mp = MonkeyPatch()
     base = tmp_path_factory.mktemp("dp")
-    root = fake_image_data(str(base / "data"), mp)
-    codes = {t: main([t, "--budget", "smoke", "--seeds", "0", "--device", "cpu", "--data", root, "--no-download",
-                      "--results", str(base / "results"), "--report", str(base / "REPORT.md")]) for t in SMOKE}
-    mp.undo()
-    return base, codes
+    return base, run_smoke(str(base), SMOKE)
 
 
 def test_every_dataparams_target_runs_at_smoke_budget(smoke):

@@ -8,11 +8,10 @@ import os
 import pytest
 
 from conftest import ROOT
-from benchmarks.cli import main
 from benchmarks.runner import teacher_plans
 from benchmarks.schema import problems
 from benchmarks.targets import load_targets
-from fixtures_data import fake_image_data
+from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 # issue 10's numbers: teacher, KD, MEKD, DCD
@@ -72,15 +71,8 @@ SMOKE = ["dcd-table1", "dcd-table2", "dcd-fig1", "dcd-fig3", "dcd-fig4", "dcd-fi
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    from _pytest.monkeypatch import MonkeyPatch
-
-    mp = MonkeyPatch()
     base = tmp_path_factory.mktemp("dcd")
-    root = fake_image_data(str(base / "data"), mp)
-    codes = {t: main([t, "--budget", "smoke", "--seeds", "0", "--device", "cpu", "--data", root, "--no-download",
-                      "--results", str(base / "results"), "--report", str(base / "REPORT.md")]) for t in SMOKE}
-    mp.undo()
-    return base, codes
+    return base, run_smoke(str(base), SMOKE)
 
 
 def test_every_dcd_target_runs_at_smoke_budget(smoke):

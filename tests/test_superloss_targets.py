@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from benchmarks.cli import main
 from benchmarks.schema import problems
 from benchmarks.targets import load_targets, snapshot_epochs
-from fixtures_data import fake_image_data
+from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 
@@ -40,15 +39,8 @@ SMOKE = ["superloss-fig3", "superloss-fig4", "superloss-fig5"]
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    from _pytest.monkeypatch import MonkeyPatch
-
-    mp = MonkeyPatch()
     base = tmp_path_factory.mktemp("sl")
-    root = fake_image_data(str(base / "data"), mp)
-    codes = {t: main([t, "--budget", "smoke", "--seeds", "0", "--device", "cpu", "--data", root, "--no-download",
-                      "--results", str(base / "results"), "--report", str(base / "REPORT.md")]) for t in SMOKE}
-    mp.undo()
-    return base, codes
+    return base, run_smoke(str(base), SMOKE)
 
 
 def test_every_superloss_target_runs_at_smoke_budget(smoke):
