@@ -113,7 +113,8 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         seeds = sorted({r["spec"]["seed"] for r in recs_all})
         devices = _devices(recs_all)
         epochs = sorted({p.spec["recipe"]["epochs"] for p in plans})
-        out += [f"### Budget `{budget}`" + (" (the paper's settings)" if budget == "full" else ""), "",
+        full_text = " (the study's full setting)" if raw["paper"] == "ext" else " (the paper's settings)"
+        out += [f"### Budget `{budget}`" + (full_text if budget == "full" else ""), "",
                 f"Seeds run: {', '.join(map(str, seeds)) or 'none'}; device: {'; '.join(devices) or 'n/a'}; "
                 f"epochs: {', '.join(map(str, epochs))}. Measured is the test accuracy (%) after the last epoch; "
                 f"the best epoch's is shown for reference only (chosen on the test set, so optimistic).",

@@ -134,7 +134,7 @@ def test_snapshots_and_embedding_figures(smoke_results):
     assert {r["run_id"] for r in snap} == want
     info = snap[0]["extras"]["snapshots"]
     arrays = np.load(base / info["file"])
-    assert set(arrays.files) == {"ce_1", "loss_1"} and arrays["ce_1"].shape == (4,)
+    assert set(arrays.files) == {"ce_1", "loss_1", "noisy"} and arrays["ce_1"].shape == (4,)
     xy = np.load(base / info["embedding"])["xy"]
     assert xy.shape == (4, 2)
     for fig, kind in (("blcl-fig3", "loss_embedding"), ("blcl-fig9", "r_sweep"), ("blcl-fig5", "quartile_shares")):
