@@ -66,10 +66,10 @@ def test_a_crash_between_teacher_and_student_loses_nothing(tmp_path, data_root, 
     tid = teacher_plans(plan)["teacher"].run_id
     real_run = _Session.run
 
-    def dying_run(self, p, role_states=None):  # the process dies (kill -9 writes nothing) once the teacher is done
+    def dying_run(self, p, role_states=None, add_extras=None):  # the process dies (kill -9 writes nothing) once the teacher is done
         if p.run_id == plan.run_id:
             raise KeyboardInterrupt
-        return real_run(self, p, role_states)
+        return real_run(self, p, role_states, add_extras)
 
     monkeypatch.setattr(_Session, "run", dying_run)
     with pytest.raises(KeyboardInterrupt):
