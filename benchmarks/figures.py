@@ -41,6 +41,22 @@ QUARTILES = ["q1", "q2", "q3", "q4"]
 QLABELS = ["easiest quarter", "second", "third", "hardest quarter"]
 
 
+def _finish(fig, path: str, title: str, fontsize: int = 9) -> None:
+    """Title, lay out, write and close a figure."""
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def epoch_extras(by_cell: dict[tuple, list[dict]]):
+    """(row, variant, noise rate, run record, epoch record, the epoch's method extras) over every ok run."""
+    for (row, variant, _c, rate), recs in by_cell.items():
+        for r in recs:
+            for h in r["history"] if r["status"] == "ok" else []:
+                yield row, variant, rate, r, h, h.get("extras") or {}
+
+
 def _caption(t, budget: str, df, devices: list[str]) -> str:
     seeds = ",".join(str(s) for s in sorted(df["seed"].unique()))
     return f"{t.name} · budget {budget} · seeds {seeds} · {'; '.join(devices)}"
@@ -57,10 +73,7 @@ def loss_curves(t, budget, by_cell, labels, devices, path, **_):
         sns.lineplot(data=long[long["row"] == row], x="epoch", y="loss", hue="variant", style="split",
                      errorbar="sd", markers=True, markersize=4, ax=ax)
         ax.set_title(row)
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def quartile_shares(t, budget, by_cell, labels, devices, path, **_):
@@ -83,10 +96,7 @@ def quartile_shares(t, budget, by_cell, labels, devices, path, **_):
             ax.set_ylim(0, 1)
         axes[i][0].set_ylabel("share of summed training loss")
     axes[0][-1].legend(loc="lower right", fontsize=7, framealpha=0.9)
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def history_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.DataFrame:
@@ -130,26 +140,20 @@ def noise_curves(t, budget, by_cell, labels, devices, path, **_):
         ax.set_xlabel("label-noise rate")
         ax.set_title(f"{row}: band = min-max over seeds")
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def sigma_frame(by_cell: dict[tuple, list[dict]]) -> pd.DataFrame:
     """Per epoch and run: mean instance sigma over clean and over corrupted samples (Data Parameters extras)."""
     rows = []
-    for (_row, variant, _c, rate), recs in by_cell.items():
-        for r in recs:
-            for h in r["history"] if r["status"] == "ok" else []:
-                ex = h.get("extras") or {}
-                for group in ("clean", "noisy"):
-                    v = ex.get(f"inst_sigma_{group}_mean")
-                    if v is not None:
-                        rows.append({"variant": variant, "rate": rate, "seed": r["spec"]["seed"],
-                                     "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
-                                     "sigma": v, "share": ex.get("noisy_share_top40"),
-                                     "noisy_fraction": r["extras"].get("noisy_fraction")})
+    for _row, variant, rate, r, h, ex in epoch_extras(by_cell):
+        for group in ("clean", "noisy"):
+            v = ex.get(f"inst_sigma_{group}_mean")
+            if v is not None:
+                rows.append({"variant": variant, "rate": rate, "seed": r["spec"]["seed"],
+                             "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
+                             "sigma": v, "share": ex.get("noisy_share_top40"),
+                             "noisy_fraction": r["extras"].get("noisy_fraction")})
     return pd.DataFrame(rows)
 
 
@@ -171,10 +175,7 @@ def sigma_clean_noisy(t, budget, by_cell, labels, devices, path, **_):
         share_ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("mean instance sigma")
     axes[1][0].set_ylabel("corrupted share of the 40% largest sigma\n(dashed: the corrupted fraction)")
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
@@ -210,12 +211,9 @@ def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results
         ax.set_xticks([])
         ax.set_yticks([])
     seeds = ",".join(str(x) for x in sorted({p[4] for p in panels}))
-    fig.suptitle(f"{t.name} · budget {budget} · seed {seeds} (each variant's lowest finished seed) · "
+    _finish(fig, path, f"{t.name} · budget {budget} · seed {seeds} (each variant's lowest finished seed) · "
                  f"{'; '.join(devices)} · "
-                 f"2-D embedding: first two principal components of the raw training images", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                 f"2-D embedding: first two principal components of the raw training images", 8)
 
 
 def r_sweep(t, budget, by_cell, labels, devices, path, **_):
@@ -244,10 +242,7 @@ def r_sweep(t, budget, by_cell, labels, devices, path, **_):
         ax.set_xscale("log")
         ax.legend(fontsize=8)
     axes[1].set_ylabel("alpha: hardest quarter's share of the loss (last epoch)")
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def loss_groups(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
@@ -283,33 +278,25 @@ def loss_groups(t, budget, by_cell, labels, devices, path, spec=None, results=No
                                                           "clean, hard": "tab:blue"})
         ax.set_title(f"{row}: {variant}", fontsize=9)
     axes[0][0].set_ylabel("mean per-sample CE (training pass)")
-    fig.suptitle(_caption(t, budget, df, devices) + f" · easy/hard split at the median clean CE of epoch "
-                 f"{spec.get('split_epoch', 10)}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices) + f" · easy/hard split at the median clean CE of epoch "
+                 f"{spec.get('split_epoch', 10)}")
 
 
 def class_sigma(t, budget, by_cell, labels, devices, path, **_):
     rows = []
-    for (row, variant, _c, _rate), recs in by_cell.items():
-        for r in recs:
-            for h in r["history"] if r["status"] == "ok" else []:
-                sig = (h.get("extras") or {}).get("class_sigma")
-                if sig:
-                    picked = np.random.default_rng(0).permutation(len(sig))[:4]  # the same four in every run
-                    rows += [{"variant": variant, "seed": r["spec"]["seed"], "epoch": h["epoch"],
-                              "class": f"class {int(c)}", "sigma": sig[int(c)]} for c in picked]
+    for _row, variant, _rate, r, h, ex in epoch_extras(by_cell):
+        sig = ex.get("class_sigma")
+        if sig:
+            picked = np.random.default_rng(0).permutation(len(sig))[:4]  # the same four in every run
+            rows += [{"variant": variant, "seed": r["spec"]["seed"], "epoch": h["epoch"],
+                      "class": f"class {int(c)}", "sigma": sig[int(c)]} for c in picked]
     df = pd.DataFrame(rows)
     if df.empty:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sns.lineplot(data=df, x="epoch", y="sigma", hue="class", style="variant", errorbar="sd", ax=ax)
     ax.set_ylabel("class parameter sigma")
-    fig.suptitle(_caption(t, budget, df, devices) + " · band: +-1 sd over seeds", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices) + " · band: +-1 sd over seeds")
 
 
 def acc_curves(t, budget, by_cell, labels, devices, path, **_):
@@ -324,21 +311,16 @@ def acc_curves(t, budget, by_cell, labels, devices, path, **_):
         sns.lineplot(data=long[long["row"] == row], x="epoch", y="accuracy (%)", hue="variant", style="split",
                      errorbar="sd", ax=ax)
         ax.set_title(row)
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def dcd_window(t, budget, by_cell, labels, devices, path, **_):
     rows = []
-    for (row, variant, _c, _rate), recs in by_cell.items():
-        for r in recs:
-            for h in r["history"] if r["status"] == "ok" else []:
-                w = (h.get("extras") or {}).get("window")
-                if w:
-                    rows.append({"row": labels[row], "variant": variant, "seed": r["spec"]["seed"],
-                                 "epoch": h["epoch"], "lower": w[0], "upper": w[1]})
+    for row, variant, _rate, r, h, ex in epoch_extras(by_cell):
+        w = ex.get("window")
+        if w:
+            rows.append({"row": labels[row], "variant": variant, "seed": r["spec"]["seed"],
+                         "epoch": h["epoch"], "lower": w[0], "upper": w[1]})
     df = pd.DataFrame(rows)
     if df.empty:
         return False
@@ -352,10 +334,7 @@ def dcd_window(t, budget, by_cell, labels, devices, path, **_):
         ax.set_xlabel("epoch (curriculum step)")
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("difficulty rank fraction (0 = easiest)")
-    fig.suptitle(_caption(t, budget, df, devices), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, _caption(t, budget, df, devices))
 
 
 def lr_schedules(t, budget, by_cell, labels, devices, path, spec=None, **_):
@@ -377,10 +356,7 @@ def lr_schedules(t, budget, by_cell, labels, devices, path, spec=None, **_):
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{t.name} · the schedules as the engine computes them (no training)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, f"{t.name} · the schedules as the engine computes them (no training)")
 
 
 def superloss_surface(t, budget, by_cell, labels, devices, path, spec=None, **_):
@@ -405,10 +381,7 @@ def superloss_surface(t, budget, by_cell, labels, devices, path, spec=None, **_)
     axes[1].plot(loss.numpy(), (loss - tau).numpy(), "--", label="l - tau (the input loss)")
     axes[1].set_xlabel("input loss l (tau = 0)")
     axes[1].legend()
-    fig.suptitle(f"{t.name} · lam = {lam:g}, tau = {tau:g} · analytic (methods.superloss, no training)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, f"{t.name} · lam = {lam:g}, tau = {tau:g} · analytic (methods.superloss, no training)")
 
 
 DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "class_sigma": class_sigma, "loss_groups": loss_groups, "dcd_window": dcd_window,
