@@ -13,6 +13,7 @@ used; the teacher's previous record is then kept as <teacher_id>.superseded-<k>.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -25,7 +26,8 @@ import torch
 from tqdm import tqdm
 
 from data import load_dataset
-from engine import train
+from engine.options import EngineOptions
+from engine.trainer import group_key, pack_decline_reason, train_group
 
 from .provenance import environment
 from .store import (archive, checkpoint_path, embedding_path, file_sha256, index_results, is_finished, read_json,
@@ -102,76 +104,115 @@ def _save_snapshots(plan: Plan, results: str, splits, snapshots: dict) -> dict:
             "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots if "_" in k})}
 
 
-def execute(plan: Plan, data_root: str, results: str, device: torch.device, env: dict, cache: dict,
-            progress=None, download: bool = True, keep_state: bool = False, role_states: dict | None = None,
-            snapshot_epochs: set[int] | None = None, add_extras: dict | None = None) -> dict:
-    """Train one plan and write its JSON (and, with `keep_state`, first its checkpoint); returns the record."""
-    spec = plan.spec
+def _record_head(plan: Plan) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "run_id": plan.run_id, "target": plan.target, "row": plan.row,
+            "variant": plan.variant, "compare_as": plan.compare_as, "spec": plan.spec}
+
+
+def resume_path(results: str, plans: list[Plan]) -> str:
+    """Mid-run checkpoint of one run, or of a packed group (named by its run ids), beside the final ones."""
+    key = plans[0].run_id if len(plans) == 1 else "pack-" + hashlib.sha256(
+        ",".join(p.run_id for p in plans).encode()).hexdigest()[:12]
+    return os.path.join(os.path.dirname(checkpoint_path(results, key)), f"{key}.resume.pt")
+
+
+def execute(plans: list[Plan], data_root: str, results: str, device: torch.device, env: dict, cache: dict,
+            progress=None, download: bool = True, keep_state: set[str] = frozenset(),
+            role_states: list[dict | None] | None = None, snapshot_epochs: dict | None = None,
+            add_extras: list[dict] | None = None, options: EngineOptions | None = None) -> list[dict]:
+    """Train one run, or K runs packed (one spec apart from the seeds), and write one JSON per run (with
+    `keep_state`, first that run's checkpoint); returns the records. A mid-run checkpoint lets a killed run
+    resume; it is deleted once the JSONs are written."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    record = {"schema_version": SCHEMA_VERSION, "run_id": plan.run_id, "target": plan.target, "row": plan.row,
-              "variant": plan.variant, "compare_as": plan.compare_as, "spec": spec}
+    resume = resume_path(results, plans)
+    opts = dataclasses.replace(options or EngineOptions(), checkpoint=resume)
+    records = [_record_head(p) for p in plans]
     try:
-        name = spec["data"]["dataset"]
+        name = plans[0].spec["data"]["dataset"]
         if name not in cache:
             cache[name] = load_dataset(name, data_root, download=download)
-        out = train(spec, cache[name], device, on_epoch=progress, role_states=role_states, keep_state=keep_state,
-                    snapshot_epochs=snapshot_epochs)
-        out["extras"].update(add_extras or {})
-        snaps = out.pop("snapshots", None)
-        if snaps:
-            out["extras"]["snapshots"] = _save_snapshots(plan, results, cache[name], snaps)
-        state = out.pop("state", None)
-        if state is not None and out["status"] == "ok":
-            out["extras"]["checkpoint_sha256"] = _save_checkpoint(results, plan.run_id, state)
-        record.update(out, error=None)
+        outs = train_group([p.spec for p in plans], cache[name], device, on_epoch=progress,
+                           role_states=role_states, keep_state=[p.run_id in keep_state for p in plans],
+                           snapshot_epochs=[(snapshot_epochs or {}).get(p.run_id) for p in plans], options=opts)
+        for plan, rec, out, extra in zip(plans, records, outs, add_extras or [None] * len(plans)):
+            out["extras"].update(extra or {})
+            snaps = out.pop("snapshots", None)
+            if snaps:
+                out["extras"]["snapshots"] = _save_snapshots(plan, results, cache[name], snaps)
+            state = out.pop("state", None)
+            if state is not None and out["status"] == "ok":
+                out["extras"]["checkpoint_sha256"] = _save_checkpoint(results, plan.run_id, state)
+            rec["engine"] = out.pop("engine")
+            rec.update(out, error=None)
     except Exception as e:  # a failed run is recorded, not lost; KeyboardInterrupt writes nothing
-        record.update(status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}",
-                      final_test_acc=None, best_test_acc=None, history=[], extras={})
+        for rec in records:
+            rec.update(status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}",
+                       final_test_acc=None, best_test_acc=None, history=[], extras={})
     end = dt.datetime.now(dt.timezone.utc)
-    record["provenance"] = {**env, "start": started.isoformat(timespec="seconds"),
-                            "end": end.isoformat(timespec="seconds"), "wall_seconds": round(time.perf_counter() - t0, 3)}
-    path = os.path.join(results, "runs", plan.target, f"{plan.run_id}.json")
-    old = index_results(results).get(plan.run_id)
-    if old and is_finished(old) and not keep_state:  # another process finished it meanwhile: keep theirs
-        return read_json(old)
-    if old:
-        archive(old, "superseded" if is_finished(old) else "failed")
-    write_atomic(path, record)
-    return record
+    out_records = []
+    for plan, rec in zip(plans, records):
+        engine = rec.pop("engine", None) or {**opts.record(), "pack": len(plans)}
+        if len(plans) > 1:
+            engine["packed_with"] = [p.run_id for p in plans]
+        rec["provenance"] = {**env, "start": started.isoformat(timespec="seconds"),
+                             "end": end.isoformat(timespec="seconds"),
+                             "wall_seconds": round(time.perf_counter() - t0, 3), "engine": engine}
+        path = os.path.join(results, "runs", plan.target, f"{plan.run_id}.json")
+        old = index_results(results).get(plan.run_id)
+        if old and is_finished(old) and plan.run_id not in keep_state:  # finished elsewhere meanwhile: keep theirs
+            out_records.append(read_json(old))
+            continue
+        if old:
+            archive(old, "superseded" if is_finished(old) else "failed")
+        write_atomic(path, rec)
+        out_records.append(rec)
+    if os.path.exists(resume) and all(r["status"] != "failed" for r in records):
+        os.remove(resume)  # every JSON is written: the mid-run state is no longer needed
+    return out_records
 
 
 class _Session:
     """What one `run_plans` call shares: device, environment, dataset cache, options."""
 
-    def __init__(self, data_root, results, device, download, teacher_ids, snapshots=None):
+    def __init__(self, data_root, results, device, download, teacher_ids, snapshots=None, options=None):
         self.data_root, self.results, self.device, self.download = data_root, results, device, download
         self.snapshots = snapshots or {}
         self.env = environment(device)
         self.cache: dict = {}
         self.teacher_ids = teacher_ids
+        self.options = options or EngineOptions()
 
     def run(self, plan: Plan, role_states=None, add_extras=None) -> dict:
-        epochs = tqdm(total=plan.spec["recipe"]["epochs"], desc=f"{plan.run_id} {plan.variant}", unit="ep",
+        return self.run_group([plan], [role_states], [add_extras])[0]
+
+    def run_group(self, plans: list[Plan], role_states=None, add_extras=None) -> list[dict]:
+        first = plans[0]
+        label = first.variant if len(plans) == 1 else f"{first.variant} x{len(plans)} packed"
+        epochs = tqdm(total=first.spec["recipe"]["epochs"], desc=f"{first.run_id} {label}", unit="ep",
                       leave=False, dynamic_ncols=True)
 
-        def on_epoch(rec):
-            epochs.set_postfix(test_acc=f"{rec['test_acc']:.2f}", loss=f"{rec['train_loss']:.3f}")
-            epochs.update(1)
+        def on_epoch(recs):
+            rec = next((r for r in recs if r is not None), None)
+            if rec is not None:
+                epochs.n = rec["epoch"]
+                epochs.set_postfix(test_acc=f"{rec['test_acc']:.2f}", loss=f"{rec['train_loss']:.3f}")
 
         try:
-            rec = execute(plan, self.data_root, self.results, self.device, self.env, self.cache, on_epoch,
-                          self.download, keep_state=plan.run_id in self.teacher_ids, role_states=role_states,
-                          snapshot_epochs=self.snapshots.get(plan.run_id), add_extras=add_extras)
+            recs = execute(plans, self.data_root, self.results, self.device, self.env, self.cache, on_epoch,
+                           self.download, keep_state=self.teacher_ids, role_states=role_states,
+                           snapshot_epochs=self.snapshots, add_extras=add_extras, options=self.options)
         finally:
             epochs.close()
-        acc = rec.get("final_test_acc")
-        tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
-                   f"budget={plan.spec['budget']} id={plan.run_id} "
-                   f"test_acc={'-' if acc is None else f'{acc:.2f}'} wall={rec['provenance']['wall_seconds']:.0f}s")
-        if rec["status"] == "failed":
-            tqdm.write(rec["error"])
-        return rec
+        for plan, rec in zip(plans, recs):
+            acc = rec.get("final_test_acc")
+            tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
+                       f"budget={plan.spec['budget']} id={plan.run_id} "
+                       f"test_acc={'-' if acc is None else f'{acc:.2f}'} wall={rec['provenance']['wall_seconds']:.0f}s"
+                       + (f" packed x{len(plans)}" if len(plans) > 1 else ""))
+            if rec["status"] == "failed":
+                tqdm.write(rec["error"])
+        return recs
 
     def role_states(self, plan: Plan) -> tuple[dict[str, dict], dict]:
         """Restore every `from_run` role, training its run first when its checkpoint is missing or corrupt;
@@ -203,40 +244,82 @@ def todo_plans(plans: list[Plan], results: str) -> list[Plan]:
     return [p for p in plans if not is_finished(done.get(p.run_id))]
 
 
+def pack_groups(todo: list[Plan], pack: int | str, device: torch.device, splits_of) -> list[list[Plan]]:
+    """Split the plans to run into groups trained together. Plans are packed only when their specs differ in
+    the seeds alone and the method and models allow it (`engine.trainer.pack_decline_reason`). `pack`: "auto"
+    (up to 4 on CUDA; 1 on CPU, where a packed convolution is slower than K sequential ones, measured in
+    results/bench) or an int K (1: never pack)."""
+    size = (4 if device.type == "cuda" else 1) if pack == "auto" else int(pack)
+    if size <= 1:
+        return [[p] for p in todo]
+    groups: dict[str, list[Plan]] = {}
+    for p in todo:
+        groups.setdefault(group_key(p.spec), []).append(p)
+    out = []
+    for plans in groups.values():
+        if len(plans) == 1 or pack_decline_reason(plans[0].spec, splits_of(plans[0])) is not None:
+            out += [[p] for p in plans]
+        else:
+            out += [plans[i : i + size] for i in range(0, len(plans), size)]
+    order = {p.run_id: i for i, p in enumerate(todo)}
+    return sorted(out, key=lambda g: order[g[0].run_id])
+
+
 def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False,
-              download: bool = True, cache: dict | None = None, snapshots: dict[str, set[int]] | None = None) -> int:
+              download: bool = True, cache: dict | None = None, snapshots: dict[str, set[int]] | None = None,
+              pack: int | str = "auto", options: EngineOptions | None = None) -> int:
     """Run every unfinished plan; returns the number of runs that failed. `cache`: datasets already loaded;
-    `snapshots`: run id -> epochs at which to save per-example losses (the figures that ask for them)."""
+    `snapshots`: run id -> epochs at which to save per-example losses (the figures that ask for them);
+    `pack`: see `pack_groups`; `options`: how the engine computes (fast path, checkpoint interval)."""
     todo = todo_plans(plans, results)
     tqdm.write(f"{len(plans)} runs in the matrix, {len(plans) - len(todo)} already done, {len(todo)} to run "
                f"on {device}")
     teacher_ids = {t.run_id for p in plans for t in teacher_plans(p).values()}
-    session = _Session(data_root, results, device, download, teacher_ids, snapshots)
+    session = _Session(data_root, results, device, download, teacher_ids, snapshots, options)
     session.cache.update(cache or {})
+
+    def splits_of(plan):
+        name = plan.spec["data"]["dataset"]
+        if name not in session.cache:
+            session.cache[name] = load_dataset(name, data_root, download=download)
+        return session.cache[name]
+
     failed = skipped = 0
-    for plan in tqdm(todo, desc="runs", unit="run", dynamic_ncols=True):
-        lock = acquire(results, plan.run_id)
-        if lock is None:
-            tqdm.write(f"[skip] {plan.run_id} is running in another process")
-            skipped += 1
-            continue
-        try:
-            if is_finished(index_results(results).get(plan.run_id)):  # finished by another process meanwhile
-                continue
-            try:
-                states = session.role_states(plan)
-            except Exception as e:  # the student cannot start: record why, as a failed run
-                states = e
-            if isinstance(states, Exception):
-                rec = _failed_without_training(plan, session, states)
+    groups = pack_groups(todo, pack, device, splits_of) if len(todo) > 1 else [[p] for p in todo]
+    bar = tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True)
+    for group in groups:
+        locks, claimed = [], []
+        for plan in group:
+            lock = acquire(results, plan.run_id)
+            if lock is None:
+                tqdm.write(f"[skip] {plan.run_id} is running in another process")
+                skipped += 1
+            elif is_finished(index_results(results).get(plan.run_id)):  # finished by another process meanwhile
+                lock.close()
             else:
-                rec = session.run(plan, *states)
+                locks.append(lock)
+                claimed.append(plan)
+        try:
+            ready, states, extras, recs = [], [], [], []
+            for plan in claimed:
+                try:
+                    st, used = session.role_states(plan)
+                except Exception as e:  # the student cannot start: record why, as a failed run
+                    recs.append(_failed_without_training(plan, session, e))
+                    continue
+                ready.append(plan)
+                states.append(st)
+                extras.append(used)
+            if ready:
+                recs += session.run_group(ready, states, extras)
         finally:
-            lock.close()
-        if rec["status"] == "failed":
-            failed += 1
-            if fail_fast:
-                break
+            for lock in locks:
+                lock.close()
+        bar.update(len(group))
+        failed += sum(r["status"] == "failed" for r in recs)
+        if failed and fail_fast:
+            break
+    bar.close()
     if skipped:
         tqdm.write(f"{skipped} run(s) skipped: held by another worker; rerun later to pick up their results")
     return failed

@@ -55,10 +55,14 @@ def check_schedule(cfg: dict) -> None:
            {"opt", "epochs"})
 
 
-def build_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg: dict, params, fused: bool = False) -> torch.optim.Optimizer:
+    """`fused`: use the optimizer's fused kernel where it has one (the GPU fast path); else its default."""
     check_optimizer(cfg)
     kw = {k: v for k, v in cfg.items() if k != "name"}
-    return OPTIMIZERS[cfg["name"]](params, **kw)
+    cls = OPTIMIZERS[cfg["name"]]
+    if fused and "fused" in inspect.signature(cls).parameters:
+        kw["fused"] = True
+    return cls(params, **kw)
 
 
 def build_schedule(cfg: dict, opt: torch.optim.Optimizer, epochs: int):

@@ -8,7 +8,10 @@ host round trip per step.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,7 +25,11 @@ from methods import Batch, build_method
 from models import count_parameters, create_model
 
 from .augment import AUGMENTS
+from .checkpoint import load as load_checkpoint
+from .checkpoint import rng_state, save as save_checkpoint, set_rng_state
 from .optim import build_optimizer, build_schedule
+from .options import EngineOptions
+from .packing import PackedNet, unpackable_reason
 
 EVAL_BATCH = 1000
 
@@ -137,8 +144,11 @@ class _Context:
     """The engine side of `methods.base.StepContext`."""
 
     def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 data: Prepared, num_classes: int, device: torch.device):
-        self.nets = nets
+                 data: Prepared, num_classes: int, device: torch.device, modules: dict[str, nn.Module] | None = None,
+                 packed: int = 1):
+        self.nets = nets  # what methods call (compiled where the fast path compiles)
+        self.modules = modules or nets  # the modules themselves (constraints, state)
+        self.packed = packed  # K > 1: K runs' batches concatenated slot-major; losses are means over all K
         self.optimizers = optimizers
         self.steppers: dict[str, list] = {r: [] for r in nets}
         self.data = data
@@ -161,15 +171,21 @@ class _Context:
         opt.zero_grad(set_to_none=True)
         for s in self.steppers[role]:
             s.zero_grad(set_to_none=True)
-        loss.backward()
+        # a packed batch's mean is 1/K of the sum of the K runs' means: scale so each slot gets its own gradient
+        (loss * self.packed if self.packed > 1 else loss).backward()
         opt.step()
         for s in self.steppers[role]:
             s.step()
-        constrain = getattr(self.nets[role], "apply_constraints", None)
+        constrain = getattr(self.modules[role], "apply_constraints", None)
         if constrain is not None:
             constrain()
 
+    def _single(self, what: str) -> None:
+        if self.packed > 1:
+            raise ValueError(f"{what} is not available to packed runs: the method must decline packing")
+
     def evaluate(self, role: str, split: str = "val") -> tuple[float, float]:
+        self._single("ctx.evaluate")
         if split == "val":
             if not self.has_val:
                 raise ValueError("this run holds out no validation split: set data.val_size in the target")
@@ -180,6 +196,7 @@ class _Context:
 
     @torch.no_grad()
     def score_train(self, role: str, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._single("ctx.score_train")
         net = self.nets[role]
         idx = torch.arange(self.num_train, device=self.device) if indices is None else indices.to(self.device)
         was = net.training
@@ -261,111 +278,282 @@ def build_nets(method, spec: dict, splits: Splits, device: torch.device,
     return nets
 
 
+def group_key(spec: dict) -> str:
+    """Specs equal apart from their seeds (the run's, and those of the runs its roles are restored from) share a
+    key: only such runs are packed together."""
+    def strip(d: dict) -> dict:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k != "seed"}
+
+    top = {k: v for k, v in spec.items() if k != "seed"}
+    if "roles" in top:
+        top["roles"] = strip(top["roles"])
+    return json.dumps(top, sort_keys=True, separators=(",", ":"))
+
+
+def spec_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def pack_decline_reason(spec: dict, splits: Splits) -> str | None:
+    """Why runs of `spec` cannot be packed with other seeds (None: they can)."""
+    mspec = dict(spec["method"])
+    method = build_method(mspec.pop("name"), mspec, splits.num_classes, 1)
+    if not method.packable:
+        return f"method {method.name!r} declines packing (per-run state or a per-seed sample schedule)"
+    if spec["data"]["noise"].get("drop_corrupted"):
+        return "noise.drop_corrupted: each seed keeps a different number of samples"
+    for role in method.roles:
+        m = role_model(spec, role)
+        kw = {k: v for k, v in m.items() if k != "name"}
+        with torch.random.fork_rng(devices=[]):
+            why = unpackable_reason(create_model(m["name"], splits.num_classes, splits.in_shape,
+                                                 splits.meta.get("vocab_size"), **kw))
+        if why:
+            return why
+    return None
+
+
+@torch.no_grad()
+def _evaluate_slots(net, datas: list[Prepared], split: str, opts: EngineOptions) -> list[tuple[float, float]]:
+    """(mean CE, accuracy %) per slot on `split` ("test" or "val"); one batched pass for a packed network."""
+    with opts.autocast(datas[0].y_train.device):
+        if len(datas) == 1:
+            d = datas[0]
+            return [evaluate(net, d, getattr(d, f"x_{split}"), getattr(d, f"y_{split}"))]
+        k = len(datas)
+        ys = [getattr(d, f"y_{split}") for d in datas]
+        loss = torch.zeros(k, device=ys[0].device)
+        correct = torch.zeros(k, device=ys[0].device)
+        was = net.training
+        net.eval()
+        for i in range(0, len(ys[0]), EVAL_BATCH):
+            x = torch.cat([d.inputs(getattr(d, f"x_{split}")[i : i + EVAL_BATCH]) for d in datas])
+            y = torch.stack([yk[i : i + EVAL_BATCH] for yk in ys])
+            logits = net(x).float().unflatten(0, (k, -1))
+            loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).sum(1)
+            correct += (logits.argmax(2) == y).sum(1)
+        net.train(was)
+        n = len(ys[0])
+        return [(loss[j].item() / n, 100.0 * correct[j].item() / n) for j in range(k)]
+
+
 def train(spec: dict, splits: Splits, device: torch.device, on_epoch: Callable[[dict], None] | None = None,
           role_states: dict[str, dict] | None = None, keep_state: bool = False,
-          snapshot_epochs: set[int] | None = None) -> dict:
+          snapshot_epochs: set[int] | None = None, options: EngineOptions | None = None) -> dict:
     """Train one run described by `spec` (see benchmarks.spec) and return its metrics and history.
     `role_states` restores frozen roles (e.g. a KD teacher); `keep_state` returns the trained networks' and the
     method's final state under "state" (the runner saves it as the run's checkpoint)."""
-    seed, recipe = spec["seed"], spec["recipe"]
-    torch.manual_seed(seed)
-    data = prepare(splits, spec["data"], recipe, seed, device)
-    n = len(data.y_train)
-    mspec = dict(spec["method"])
-    method = build_method(mspec.pop("name"), mspec, splits.num_classes, n)
-    nets = build_nets(method, spec, splits, device, role_states)
-    trainable = [r for r in method.roles if r not in method.frozen]
+    return train_group([spec], splits, device, None if on_epoch is None else (lambda recs: on_epoch(recs[0])),
+                       [role_states], keep_state, [snapshot_epochs], options)[0]
+
+
+def train_group(specs: list[dict], splits: Splits, device: torch.device,
+                on_epoch: Callable[[list[dict | None]], None] | None = None,
+                role_states: list[dict | None] | None = None, keep_state: bool | list[bool] = False,
+                snapshot_epochs: list[set[int] | None] | None = None,
+                options: EngineOptions | None = None) -> list[dict]:
+    """Train K runs that differ only in their seeds, packed into one network per role when K > 1 (see
+    `engine.packing`); returns one result per spec, each as `train` would. Each slot draws its initial weights,
+    noisy labels, batch order and augmentation from its own seed exactly as an unpacked run does.
+    `on_epoch` gets the K epoch records (None for a slot that has stopped)."""
+    k_slots = len(specs)
+    if len({group_key(s) for s in specs}) != 1:
+        raise ValueError("packed runs must have one spec apart from their seeds")
+    opts = options or EngineOptions()
+    role_states = role_states or [None] * k_slots
+    keep = list(keep_state) if isinstance(keep_state, (list, tuple)) else [keep_state] * k_slots
+    snap_at = snapshot_epochs or [None] * k_slots
+    recipe = specs[0]["recipe"]
     epochs = recipe["epochs"]
-    optimizers = {r: build_optimizer(recipe["optimizer"], nets[r].parameters()) for r in trainable}
+    datas, slot_nets, method = [], [], None
+    for k, spec in enumerate(specs):  # per slot, in the order an unpacked run draws from its seed
+        torch.manual_seed(spec["seed"])
+        datas.append(prepare(splits, spec["data"], recipe, spec["seed"], device))
+        mspec = dict(spec["method"])
+        m = build_method(mspec.pop("name"), mspec, splits.num_classes, len(datas[-1].y_train))
+        method = method or m
+        slot_nets.append(build_nets(m, spec, splits, device, role_states[k]))
+    n = len(datas[0].y_train)
+    if k_slots == 1:
+        modules = slot_nets[0]
+    else:
+        if not method.packable:
+            raise ValueError(f"method {method.name!r} cannot be packed")
+        if any(len(d.y_train) != n for d in datas):
+            raise ValueError("packed runs must train on the same number of samples")
+        modules = {r: PackedNet([sn[r] for sn in slot_nets]).to(device) for r in method.roles}
+        for r in method.frozen:
+            modules[r].requires_grad_(False).eval()
+    trainable = [r for r in method.roles if r not in method.frozen]
+    channels_last = opts.channels_last and k_slots == 1 and splits.kind == "image" and len(splits.in_shape) == 3
+    if channels_last:
+        for m in modules.values():
+            m.to(memory_format=torch.channels_last)
+    calls = {r: torch.compile(m) if opts.compile else m for r, m in modules.items()}
+    optimizers = {r: build_optimizer(recipe["optimizer"], modules[r].parameters(), fused=opts.fused)
+                  for r in trainable}
     schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in trainable}
-    ctx = _Context(nets, optimizers, data, splits.num_classes, device)
+    ctx = _Context(calls, optimizers, datas[0], splits.num_classes, device, modules=modules, packed=k_slots)
     ctx.num_epochs = epochs
+    stacked_labels = torch.cat([d.y_train for d in datas])
+    ctx.train_labels = stacked_labels  # packed: indexed by batch.idx = slot * n + sample
     for r in trainable:
-        nets[r].train()
+        modules[r].train()
     method.setup(ctx)
     augment = AUGMENTS[recipe.get("augment", "none")]
-    g_order = torch.Generator().manual_seed(seed)
-    g_aug = torch.Generator(device=device).manual_seed(seed)
+    g_order = [torch.Generator().manual_seed(s["seed"]) for s in specs]
+    g_aug = [torch.Generator(device=device).manual_seed(s["seed"]) for s in specs]
+    gens = {"order": g_order, "aug": g_aug}
     bs = recipe["batch_size"]
-    loss_buf = torch.zeros(n, device=device)
-    ce_buf = torch.zeros(n, device=device)
-    history, status = [], "ok"
-    snapshots: dict[str, torch.Tensor] = {}
-    for epoch in range(epochs):
+    loss_buf = torch.zeros(k_slots * n, device=device)  # per-sample statistics, slot k at [k*n, (k+1)*n)
+    ce_buf = torch.zeros(k_slots * n, device=device)
+    ok_buf = torch.zeros(k_slots * n, dtype=torch.bool, device=device)
+    log_bufs: dict[str, torch.Tensor] = {}
+    histories: list[list[dict]] = [[] for _ in specs]
+    status, active = ["ok"] * k_slots, [True] * k_slots
+    snapshots: list[dict[str, torch.Tensor]] = [{} for _ in specs]
+    keys, start, resumed = [spec_key(s) for s in specs], 0, None
+    saved = load_checkpoint(opts.checkpoint, keys)
+    if saved is not None:
+        for r in trainable:
+            modules[r].load_state_dict(saved["nets"][r])
+            optimizers[r].load_state_dict(saved["optimizers"][r])
+            schedules[r].load_state_dict(saved["schedules"][r])
+        method.load_state_dict(saved["method"])
+        histories, status, active, snapshots = saved["histories"], saved["status"], saved["active"], saved["snapshots"]
+        start = resumed = saved["epoch"]
+        set_rng_state(saved["rng"], gens)
+    last_save = time.perf_counter()
+    d0 = datas[0]
+    for epoch in range(start, epochs):
+        if not any(active):
+            break
         t0 = time.perf_counter()
         ctx.epoch = epoch
         lr = optimizers[method.reported].param_groups[0]["lr"]
         chosen = method.epoch_indices(epoch, ctx)
         pool = torch.arange(n) if chosen is None else chosen.cpu()
-        order = pool[torch.randperm(len(pool), generator=g_order)].to(device)
+        orders = [pool[torch.randperm(len(pool), generator=g)].to(device) for g in g_order]
         sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=device)
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            ctx.progress = (epoch + i / len(order)) / epochs  # also right when a curriculum uses a subset
-            batch = Batch(x=data.inputs(data.x_train[idx], augment, g_aug), y=data.y_train[idx], idx=idx)
-            out = method.train_step(batch, ctx)
-            loss_buf[idx] = out.loss
-            ce_buf[idx] = F.cross_entropy(out.logits, batch.y, reduction="none")
-            correct += (out.logits.argmax(1) == batch.y).sum()
-            for k, v in out.logs.items():
-                sums[k] = sums.get(k, 0) + v * len(idx)
+        for i in range(0, len(pool), bs):
+            ctx.progress = (epoch + i / len(pool)) / epochs  # also right when a curriculum uses a subset
+            if k_slots == 1:
+                idx = orders[0][i : i + bs]
+                x, y = d0.inputs(d0.x_train[idx], augment, g_aug[0]), d0.y_train[idx]
+            else:
+                parts = [o[i : i + bs] for o in orders]
+                x = torch.cat([d.inputs(d.x_train[p], augment, g) for d, p, g in zip(datas, parts, g_aug)])
+                idx = torch.cat([p + k * n for k, p in enumerate(parts)])
+                y = stacked_labels[idx]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with opts.autocast(device):
+                out = method.train_step(Batch(x=x, y=y, idx=idx), ctx)
+            loss_buf[idx] = out.loss.float()
+            ce_buf[idx] = (out.ce if out.ce is not None
+                           else F.cross_entropy(out.logits.float(), y, reduction="none")).float()
+            ok_buf[idx] = out.logits.argmax(1) == y
+            for key, v in out.logs.items():
+                if v.dim():  # per-sample
+                    if key not in log_bufs:
+                        log_bufs[key] = torch.zeros(k_slots * n, device=device)
+                    log_bufs[key][idx] = v.float()
+                elif k_slots > 1:
+                    raise ValueError(f"method {method.name!r} logs {key!r} as a batch scalar: packed runs need "
+                                     f"per-sample logs")
+                else:
+                    sums[key] = sums.get(key, 0) + v * len(idx)
         for s in schedules.values():
             s.step()
-        seen = order
-        train_loss = loss_buf[seen].mean().item()
-        rec = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_ce": ce_buf[seen].mean().item(),
-               "train_acc": 100.0 * correct.item() / len(seen)}
-        rec.update({k: (v / len(seen)).item() for k, v in sums.items()})
-        rec["test_loss"], rec["test_acc"] = evaluate(nets[method.reported], data)
-        if data.y_val is not None:  # the held-out validation split (DCD Table I reports "validation accuracy")
-            rec["val_loss"], rec["val_acc"] = evaluate(nets[method.reported], data, data.x_val, data.y_val)
-        for role in trainable:
-            if role != method.reported:
-                rec[f"{role}_test_loss"], rec[f"{role}_test_acc"] = evaluate(nets[role], data)
-        rec["quartile_share"] = quartile_shares(loss_buf[seen])  # objective, ranked by itself
-        rec["quartile_share_ce"] = quartile_shares(ce_buf[seen])  # CE, ranked by itself (Fig. 5 for ERM)
-        rec["quartile_share_by_ce"] = quartile_shares(loss_buf[seen], ce_buf[seen])  # objective, CE-ranked (Fig. 6)
-        if snapshot_epochs and epoch + 1 in snapshot_epochs:
-            snapshots[f"ce_{epoch + 1}"] = ce_buf.detach().cpu().clone()
-            snapshots[f"loss_{epoch + 1}"] = loss_buf.detach().cpu().clone()
-        extras = method.on_epoch_end(epoch, ctx, data.noisy_mask)
-        if extras:
-            rec["extras"] = extras
-        rec["seconds"] = time.perf_counter() - t0
-        history.append(rec)
+        reported = calls[method.reported]
+        test = _evaluate_slots(reported, datas, "test", opts)
+        val = _evaluate_slots(reported, datas, "val", opts) if d0.y_val is not None else None
+        others = {r: _evaluate_slots(calls[r], datas, "test", opts) for r in trainable if r != method.reported}
+        recs: list[dict | None] = [None] * k_slots
+        for k in range(k_slots):
+            if not active[k]:
+                continue
+            seen = orders[k] + k * n
+            train_loss = loss_buf[seen].mean().item()
+            rec = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_ce": ce_buf[seen].mean().item(),
+                   "train_acc": 100.0 * ok_buf[seen].sum().item() / len(seen)}
+            rec.update({key: (v / len(seen)).item() for key, v in sums.items()})
+            rec.update({key: b[seen].mean().item() for key, b in log_bufs.items()})
+            rec["test_loss"], rec["test_acc"] = test[k]
+            if val is not None:  # the held-out validation split (DCD Table I reports "validation accuracy")
+                rec["val_loss"], rec["val_acc"] = val[k]
+            for role, res in others.items():
+                rec[f"{role}_test_loss"], rec[f"{role}_test_acc"] = res[k]
+            rec["quartile_share"] = quartile_shares(loss_buf[seen])  # objective, ranked by itself
+            rec["quartile_share_ce"] = quartile_shares(ce_buf[seen])  # CE, ranked by itself (Fig. 5 for ERM)
+            rec["quartile_share_by_ce"] = quartile_shares(loss_buf[seen], ce_buf[seen])  # objective, CE-ranked
+            if snap_at[k] and epoch + 1 in snap_at[k]:
+                snapshots[k][f"ce_{epoch + 1}"] = ce_buf[k * n : (k + 1) * n].detach().cpu().clone()
+                snapshots[k][f"loss_{epoch + 1}"] = loss_buf[k * n : (k + 1) * n].detach().cpu().clone()
+            recs[k] = rec
+        if k_slots == 1:
+            extras = method.on_epoch_end(epoch, ctx, d0.noisy_mask)
+        else:
+            extras = method.on_epoch_end(epoch, ctx, torch.cat([d.noisy_mask for d in datas]))
+            if extras:
+                raise ValueError(f"method {method.name!r} returns per-epoch extras: it cannot be packed")
+        seconds = time.perf_counter() - t0
+        for k, rec in enumerate(recs):
+            if rec is None:
+                continue
+            if extras:
+                rec["extras"] = extras
+            rec["seconds"] = seconds
+            histories[k].append(rec)
+            if not math.isfinite(rec["train_loss"]):
+                status[k], active[k] = "diverged", False
         if on_epoch:
-            on_epoch(rec)
-        if not math.isfinite(train_loss):
-            status = "diverged"
-            break
-    last = history[-1]
-    best = max(history, key=lambda r: r["test_acc"])
-    frozen_acc = {f"{r}_final_test_acc": evaluate(nets[r], data)[1] for r in method.frozen}
-    out = {
-        "status": status,
-        "final_test_acc": last["test_acc"],
-        "best_test_acc": best["test_acc"],
-        "best_epoch": best["epoch"],
-        "history": history,
-        "extras": {
-            "reported_role": method.reported,
-            "roles": list(method.roles),
-            "parameters_per_network": count_parameters(nets[method.reported]),
-            "num_train": n,
-            "num_test": len(data.y_test),
-            "noisy_fraction": data.noisy_mask.float().mean().item(),
-            **{f"{r}_final_test_acc": last[f"{r}_test_acc"] for r in trainable if r != method.reported},
-            **frozen_acc,
-        },
-    }
-    if data.y_val is not None:
-        out["extras"]["num_val"] = len(data.y_val)
-    if snapshots:
-        snapshots["noisy"] = data.noisy_mask.detach().cpu().float()  # which samples' labels were corrupted
-        out["snapshots"] = snapshots
-    if keep_state:
-        out["state"] = {"nets": {r: {k: v.detach().cpu() for k, v in nets[r].state_dict().items()}
-                                 for r in trainable},
-                        "reported": method.reported, "method": method.state_dict()}
-    return out
+            on_epoch(recs)
+        every = opts.checkpoint_every
+        due = (epoch + 1) % every == 0 if every else time.perf_counter() - last_save >= opts.checkpoint_seconds
+        if opts.checkpoint and due and epoch + 1 < epochs and any(active):
+            save_checkpoint(opts.checkpoint, {
+                "keys": keys, "epoch": epoch + 1, "histories": histories, "status": status, "active": active,
+                "snapshots": snapshots, "method": method.state_dict(), "rng": rng_state(gens),
+                "nets": {r: modules[r].state_dict() for r in trainable},
+                "optimizers": {r: o.state_dict() for r, o in optimizers.items()},
+                "schedules": {r: s.state_dict() for r, s in schedules.items()}})
+            last_save = time.perf_counter()
+        if opts.kill_at_epoch == epoch + 1:  # fault injection (tests): die as `kill -9` would
+            os.kill(os.getpid(), signal.SIGKILL)
+    frozen = {r: _evaluate_slots(calls[r], datas, "test", opts) for r in method.frozen}
+    engine = {**opts.record(), "channels_last": channels_last, "pack": k_slots, "resumed_from_epoch": resumed}
+    outs = []
+    for k in range(k_slots):
+        hist, d = histories[k], datas[k]
+        last = hist[-1]
+        best = max(hist, key=lambda r: r["test_acc"])
+        out = {
+            "status": status[k],
+            "final_test_acc": last["test_acc"],
+            "best_test_acc": best["test_acc"],
+            "best_epoch": best["epoch"],
+            "history": hist,
+            "engine": engine,
+            "extras": {
+                "reported_role": method.reported,
+                "roles": list(method.roles),
+                "parameters_per_network": count_parameters(slot_nets[k][method.reported]),
+                "num_train": n,
+                "num_test": len(d.y_test),
+                "noisy_fraction": d.noisy_mask.float().mean().item(),
+                **{f"{r}_final_test_acc": last[f"{r}_test_acc"] for r in trainable if r != method.reported},
+                **{f"{r}_final_test_acc": res[k][1] for r, res in frozen.items()},
+            },
+        }
+        if d.y_val is not None:
+            out["extras"]["num_val"] = len(d.y_val)
+        if snapshots[k]:
+            snapshots[k]["noisy"] = d.noisy_mask.detach().cpu().float()  # which samples' labels were corrupted
+            out["snapshots"] = snapshots[k]
+        if keep[k]:
+            nets = {r: ({n_: v.detach().cpu() for n_, v in modules[r].state_dict().items()} if k_slots == 1
+                        else modules[r].slot_state_dict(k)) for r in trainable}
+            out["state"] = {"nets": nets, "reported": method.reported, "method": method.state_dict()}
+        outs.append(out)
+    return outs

@@ -40,7 +40,8 @@ class Batch:
 class StepOut:
     loss: torch.Tensor  # per-sample training objective of the reported network, detached, shape (N,)
     logits: torch.Tensor  # reported network's logits, detached
-    logs: dict[str, torch.Tensor] = field(default_factory=dict)  # scalars averaged over the epoch
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample (N,) or batch scalars, epoch means
+    ce: torch.Tensor | None = None  # per-sample CE of `logits` when the method computed it anyway (else the engine)
 
 
 class Stepper(Protocol):
@@ -86,6 +87,11 @@ class Method:
     reported: str = "model"
     frozen: tuple[str, ...] = ()
     init_streams: dict[str, str] = {}  # role -> stream; roles not named here are in the `main` stream
+    # Packing (engine.packing): K seeds of one spec in one step, the batch being the K runs' batches concatenated.
+    # A method may allow it only if its step is per-sample and separable by slot: losses are batch means of
+    # per-sample terms, logs are per-sample, no state indexed by sample or class, no per-epoch extras, all samples
+    # every epoch, and no ctx.evaluate / ctx.score_train.
+    packable: bool = False
 
     @dataclass(frozen=True)
     class Config:

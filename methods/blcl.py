@@ -59,6 +59,7 @@ class BLCL(Method):
     name = "blcl"
     roles = ("student", "teacher")  # the student is built first: same initial weights as ERM's model for a seed
     reported = "student"
+    packable = True
 
     @dataclass(frozen=True)
     class Config:
@@ -85,4 +86,4 @@ class BLCL(Method):
         s_logits = student(batch.x)
         s_loss = blcl_loss(s_logits, probs, batch.y, self.cfg.r, self.cfg.reading, self.cfg.base)
         ctx.update("student", s_loss.mean())
-        return StepOut(loss=s_loss.detach(), logits=s_logits.detach(), logs={"teacher_loss": t_loss.detach().mean()})
+        return StepOut(loss=s_loss.detach(), logits=s_logits.detach(), logs={"teacher_loss": t_loss.detach()})

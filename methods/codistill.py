@@ -32,6 +32,7 @@ class CoDistillation(Method):
     name = "codistill"
     roles = ("peer1", "peer2")
     reported = "peer1"
+    packable = True
 
     @dataclass(frozen=True)
     class Config:
@@ -47,4 +48,4 @@ class CoDistillation(Method):
         loss_b = codistill_loss(b, a, batch.y, self.cfg.weight)
         ctx.update("peer1", loss_a.mean())
         ctx.update("peer2", loss_b.mean())
-        return StepOut(loss=loss_a.detach(), logits=a.detach(), logs={"peer2_loss": loss_b.detach().mean()})
+        return StepOut(loss=loss_a.detach(), logits=a.detach(), logs={"peer2_loss": loss_b.detach()})

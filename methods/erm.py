@@ -13,6 +13,8 @@ from .registry import register_method
 @register_method
 class ERM(Method):
     name = "erm"
+    packable = True
+    objective_is_ce = True
 
     def objective(self, logits, y):
         return F.cross_entropy(logits, y, reduction="none")
@@ -21,12 +23,14 @@ class ERM(Method):
         logits = ctx.nets["model"](batch.x)
         loss = self.objective(logits, batch.y)
         ctx.update("model", loss.mean())
-        return StepOut(loss=loss.detach(), logits=logits.detach())
+        loss = loss.detach()
+        return StepOut(loss=loss, logits=logits.detach(), ce=loss if self.objective_is_ce else None)
 
 
 @register_method
 class ERMMSE(ERM):
     name = "erm_mse"
+    objective_is_ce = False
 
     def objective(self, logits, y):
         return per_class_loss(logits, "mse").gather(1, y.view(-1, 1)).squeeze(1)

@@ -42,6 +42,7 @@ class KD(Method):
     reported = "student"
     frozen = ("teacher",)
     init_streams = {"teacher": "teacher"}
+    packable = True  # each slot's teacher is its own seed's, packed like the student
 
     @dataclass(frozen=True)
     class Config:

@@ -51,4 +51,4 @@ class SPL(Method):
         w = spl_weights(ce, ctx.progress)
         denom = w.sum() if self.cfg.normalize == "kept" else ce.numel()
         ctx.update("model", (w * ce).sum() / denom)
-        return StepOut(loss=(w * ce).detach(), logits=logits.detach(), logs={"kept_fraction": w.mean()})
+        return StepOut(loss=(w * ce).detach(), logits=logits.detach(), ce=ce.detach(), logs={"kept_fraction": w})

@@ -132,6 +132,10 @@ class SuperLoss(Method):
         super().__init__(config, num_classes, num_train)
         self.ema: Tensor | None = None  # EMA of the batch-mean base loss (tau="ema"); None until the first batch
 
+    @property
+    def packable(self) -> bool:  # the EMA threshold is a statistic of the whole batch: one per run
+        return self.cfg.tau == "logC"
+
     def _tau(self, base: Tensor) -> Tensor:
         """tau for this batch (0-d, on base's device); updates the EMA afterwards (no host sync)."""
         if self.cfg.tau == "logC":
@@ -148,7 +152,8 @@ class SuperLoss(Method):
         tau = self._tau(base)
         loss, sigma = _superloss_sigma(base, tau, self.cfg.lam)
         ctx.update("model", loss.mean())
-        return StepOut(loss=loss.detach(), logits=logits.detach(), logs={"tau": tau, "sigma_mean": sigma.mean()})
+        return StepOut(loss=loss.detach(), logits=logits.detach(), ce=base.detach(),
+                       logs={"tau": tau.expand_as(base), "sigma_mean": sigma.detach()})
 
     def on_epoch_end(self, epoch: int, ctx: StepContext, noisy_mask: Tensor) -> dict[str, Any]:
         return {"tau": float(self.ema)} if self.cfg.tau == "ema" and self.ema is not None else {}

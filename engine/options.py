@@ -1,0 +1,58 @@
+"""How the engine computes a run, as opposed to what the run is (the spec): the GPU fast path and mid-run
+checkpoints. None of these switches enters the spec or the run id; every one is recorded in the run's JSON
+(`provenance.engine`), so a result always says how it was computed.
+
+Fast path (issue 11), on by default on CUDA and off on CPU:
+- `amp="bf16"`: forward passes and losses under `torch.autocast(bfloat16)`; weights, optimizer state and the
+  per-sample statistics stay in float32;
+- `channels_last`: networks and image batches in NHWC memory layout (tensor-core convolutions);
+- `compile`: `torch.compile` of every network; the compiled code is cached per architecture and input shape,
+  so later runs of one shape in the same process reuse it;
+- `fused`: fused optimizer kernels (`SGD(fused=True)`, `Adam(fused=True)`) where the optimizer has them.
+The data is already resident on the device as uint8 and augmented there, and counters stay on the device until
+the epoch ends (see `engine.trainer`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+AMP = ("none", "bf16")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    fused: bool = False
+    checkpoint: str | None = None  # path of this run's (or packed group's) mid-run checkpoint; None: none
+    checkpoint_every: int = 0  # save every N epochs; 0: every `checkpoint_seconds` of training
+    checkpoint_seconds: float = 300.0
+    kill_at_epoch: int | None = None  # fault injection for tests: SIGKILL this process after that epoch's save
+
+    def __post_init__(self):
+        if self.amp not in AMP:
+            raise ValueError(f"amp={self.amp!r}; allowed: {list(AMP)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every!r} must be >= 0")
+
+    @classmethod
+    def for_device(cls, device: torch.device, fast: str = "auto", compile: str = "auto", **kw) -> "EngineOptions":
+        """`fast`: auto (on for CUDA, off otherwise) | on | off; `compile` likewise, within the fast path."""
+        for name, v in (("fast", fast), ("compile", compile)):
+            if v not in ("auto", "on", "off"):
+                raise ValueError(f"{name}={v!r}; allowed: auto, on, off")
+        on = fast == "on" or (fast == "auto" and device.type == "cuda")
+        comp = on and (compile == "on" or (compile == "auto" and device.type == "cuda"))
+        return cls(amp="bf16" if on else "none", channels_last=on, compile=comp, fused=on, **kw)
+
+    def record(self) -> dict:
+        """The switches that change how numbers are computed (not where checkpoints go)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name in ("amp", "channels_last", "compile", "fused")}
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16")

@@ -1,0 +1,219 @@
+"""Issue 11: packed runs equal unpacked ones; a run killed with SIGKILL resumes from its mid-run checkpoint and
+ends with the same JSON as an uninterrupted run (apart from timings); the hot loop skips work it need not do."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from benchmarks.runner import run_plans
+from benchmarks.targets import load_targets
+from data import load_dataset
+from engine.options import EngineOptions
+from engine.packing import PackedNet
+from engine.trainer import group_key, pack_decline_reason, train, train_group
+from methods import build_method, list_methods
+from models import create_model
+
+CPU = torch.device("cpu")
+RECIPE = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9,
+                                                         "weight_decay": 5e-4},
+          "schedule": {"name": "multistep", "milestones": [1]}, "augment": "crop", "normalize": [0.13, 0.31]}
+
+
+def spec(seed, method, model, rate=0.2, subset=192, **data):
+    return {"seed": seed, "method": method, "model": model, "recipe": RECIPE,
+            "data": {"dataset": "mnist", "train_subset": subset, "test_subset": 128,
+                     "noise": {"kind": "symmetric", "rate": rate}, **data}}
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return load_dataset("mnist", data_root, download=False)
+
+
+def packable_methods():
+    return [m for m in list_methods() if build_method(m, {}, 10, 1).packable]
+
+
+def teacher_states(seeds, model):
+    out = []
+    for s in seeds:
+        torch.manual_seed(100 + s)
+        out.append({"teacher": create_model(model["name"], 10, (1, 28, 28), None).state_dict()})
+    return out
+
+
+def test_every_method_declares_whether_it_packs():
+    assert {"erm", "blcl", "codistill", "kd", "superloss"} <= set(packable_methods())
+    for name in ("spl", "dataparams", "dcd", "mekd"):
+        assert not build_method(name, {}, 10, 1).packable, name
+    assert not build_method("superloss", {"tau": "ema"}, 10, 1).packable  # an EMA over the whole batch
+
+
+@pytest.mark.parametrize("name", ["erm", "blcl", "codistill", "kd", "superloss", "erm_mse"])
+def test_packed_runs_equal_unpacked_runs(mnist, name):
+    """Three seeds in one packed network: first-epoch losses within float tolerance, accuracies equal."""
+    model = {"name": "mlp500"}
+    specs = [spec(s, {"name": name}, model) for s in (0, 1, 2)]
+    states = teacher_states((0, 1, 2), model) if name == "kd" else [None] * 3
+    single = [train(sp, mnist, CPU, role_states=st) for sp, st in zip(specs, states)]
+    packed = train_group(specs, mnist, CPU, role_states=states)
+    for a, b in zip(single, packed):
+        for ha, hb in zip(a["history"], b["history"]):
+            assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-5, abs=1e-6)
+            assert hb["train_acc"] == pytest.approx(ha["train_acc"], abs=1.0)
+        assert b["final_test_acc"] == pytest.approx(a["final_test_acc"], abs=1.0)
+        assert b["engine"]["pack"] == 3 and a["engine"]["pack"] == 1
+    assert len({round(r["history"][0]["train_loss"], 6) for r in packed}) == 3  # each slot is its own seed
+
+
+def test_packed_batchnorm_network_equals_unpacked(mnist):
+    specs = [spec(s, {"name": "erm"}, {"name": "resnet8"}, subset=96) for s in (0, 1)]
+    single = [train(sp, mnist, CPU) for sp in specs]
+    packed = train_group(specs, mnist, CPU)
+    for a, b in zip(single, packed):
+        assert b["history"][0]["train_loss"] == pytest.approx(a["history"][0]["train_loss"], rel=1e-4)
+        assert b["history"][-1]["test_loss"] == pytest.approx(a["history"][-1]["test_loss"], rel=1e-3)
+
+
+def test_packed_slot_state_is_the_unpacked_network_state():
+    torch.manual_seed(0)
+    nets = [create_model("resnet8", 10, (1, 28, 28), None) for _ in range(2)]
+    packed = PackedNet(nets)
+    x = torch.randn(6, 1, 28, 28)
+    packed.eval()
+    out = packed(torch.cat([x, x]))
+    for k, net in enumerate(nets):
+        assert packed.slot_state_dict(k).keys() == net.state_dict().keys()
+        torch.testing.assert_close(out[6 * k : 6 * (k + 1)], net.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_packing_declines_what_it_cannot_reproduce(mnist):
+    mlp = {"name": "mlp500"}
+    for method in ({"name": "spl"}, {"name": "dataparams"}, {"name": "superloss", "tau": "ema"}):
+        assert "declines packing" in pack_decline_reason(spec(0, method, mlp), mnist)
+    assert "drop_corrupted" in pack_decline_reason(
+        spec(0, {"name": "erm"}, mlp, noise={"kind": "symmetric", "rate": 0.2, "drop_corrupted": True}), mnist)
+    assert pack_decline_reason(spec(0, {"name": "erm"}, mlp), mnist) is None
+    with pytest.raises(ValueError, match="cannot be packed"):
+        train_group([spec(s, {"name": "spl"}, mlp) for s in (0, 1)], mnist, CPU)
+    with pytest.raises(ValueError, match="apart from their seeds"):
+        train_group([spec(0, {"name": "erm"}, mlp), spec(1, {"name": "erm"}, mlp, rate=0.4)], mnist, CPU)
+    with pytest.raises(ValueError, match="constraints"):
+        PackedNet([create_model("wordcnn", 2, (20,), 50) for _ in range(2)])
+    with pytest.raises(ValueError, match="dropout"):
+        PackedNet([torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.3)) for _ in range(2)])
+    PackedNet([torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.0)) for _ in range(2)])
+
+
+def test_group_key_ignores_only_the_seeds():
+    a = spec(0, {"name": "kd"}, {"name": "mlp500"})
+    a["roles"] = {"teacher": {"from_run": {**spec(0, {"name": "erm"}, {"name": "mlp500"})}}}
+    b = json.loads(json.dumps(a))
+    b["seed"], b["roles"]["teacher"]["from_run"]["seed"] = 1, 1
+    assert group_key(a) == group_key(b)
+    b["recipe"] = {**b["recipe"], "batch_size": 64}
+    assert group_key(a) != group_key(b)
+
+
+def test_the_engine_uses_the_methods_own_ce(mnist, monkeypatch):
+    """The per-sample CE a method already computed is reused: for ERM the engine computes none of its own."""
+    import engine.trainer as tr
+
+    calls = []
+    real = tr.F.cross_entropy
+    monkeypatch.setattr(tr.F, "cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train(spec(0, {"name": "erm"}, {"name": "mlp500"}), mnist, CPU)
+    steps, evals = 2 * (192 // 32), 2  # 2 epochs of 6 batches; one test pass (128 images) per epoch
+    assert len(calls) == steps + evals  # ERM's own CE per step and the evaluations: no second CE per step
+
+
+def test_runner_packs_and_each_run_keeps_its_own_id_and_json(tmp_path, data_root):
+    plans = [p for p in load_targets(os.path.join(ROOT, "benchmarks", "targets"))["blcl-table4"].plans(
+        "smoke", seeds=[0, 1]) if p.row == "mlp" and p.variant == "erm"]
+    assert run_plans(plans, data_root, str(tmp_path / "a"), CPU, pack=2) == 0
+    assert run_plans(plans, data_root, str(tmp_path / "b"), CPU, pack=1) == 0
+    for p in plans:
+        a = json.load(open(tmp_path / "a" / "runs" / p.target / f"{p.run_id}.json"))
+        b = json.load(open(tmp_path / "b" / "runs" / p.target / f"{p.run_id}.json"))
+        assert a["provenance"]["engine"]["packed_with"] == [q.run_id for q in plans]
+        assert "packed_with" not in b["provenance"]["engine"]
+        assert a["final_test_acc"] == pytest.approx(b["final_test_acc"], abs=0.5)
+
+
+# ---- kill -9 mid-run, then resume ----------------------------------------------------------------------------
+
+def _target_dir(tmp_path):
+    """blcl-table4 with a 3-epoch smoke budget, so a run can be killed in its middle."""
+    src = open(os.path.join(ROOT, "benchmarks", "targets", "blcl-table4.yaml")).read()
+    line = "  smoke: {epochs: 1, train_subset: 512, test_subset: 512}"
+    assert line in src
+    d = tmp_path / "targets"
+    d.mkdir()
+    (d / "blcl-table4.yaml").write_text(src.replace(line, "  smoke: {epochs: 3, train_subset: 192, test_subset: 128}"))
+    return str(d)
+
+
+def _cli(tmp_path, results, *extra, kill=None):
+    env = {**os.environ, "CLREPRO_DATA": _data_root(), "CLREPRO_NO_DOWNLOAD": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("CLREPRO_FAULT_KILL_AT_EPOCH", None)
+    if kill:
+        env["CLREPRO_FAULT_KILL_AT_EPOCH"] = str(kill)
+    return subprocess.run([sys.executable, "-m", "benchmarks", "blcl-table4", "--budget", "smoke",
+                           "--targets", _target_dir_cached(tmp_path), "--results", str(results),
+                           "--checkpoint-every", "1", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def _data_root():
+    from conftest import real_data_root
+
+    return real_data_root()
+
+
+_DIRS = {}
+
+
+def _target_dir_cached(tmp_path):
+    if tmp_path not in _DIRS:
+        _DIRS[tmp_path] = _target_dir(tmp_path)
+    return _DIRS[tmp_path]
+
+
+def _strip(rec):
+    rec = json.loads(json.dumps(rec))
+    rec.pop("provenance")
+    for h in rec["history"]:
+        h.pop("seconds")
+    return rec
+
+
+@pytest.mark.parametrize("regex,pack,seeds", [("row=resnet20 variant=erm ", "1", "0"),
+                                              ("row=mlp variant=blcl ", "2", "0,1")])
+def test_kill_9_mid_run_then_resume_gives_the_same_json(tmp_path, data_root, regex, pack, seeds):
+    """SIGKILL right after epoch 2's checkpoint; the rerun resumes there and writes what an uninterrupted run
+    writes (the ResNet-20 run covers augmentation and batch norm; the MLP case a packed BLCL pair)."""
+    args_variant = ["--filter", regex, "--pack", pack, "--seeds", seeds]
+    killed = _cli(tmp_path, tmp_path / "k" / "results", *args_variant, kill=2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    ckpts = list((tmp_path / "k" / "checkpoints").glob("*.resume.pt"))
+    assert ckpts, "a mid-run checkpoint must exist after the kill"
+    done_before = list((tmp_path / "k" / "results" / "runs").rglob("*.json"))
+    resumed = _cli(tmp_path, tmp_path / "k" / "results", *args_variant)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    clean = _cli(tmp_path, tmp_path / "c" / "results", *args_variant)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    files = sorted((tmp_path / "c" / "results" / "runs").rglob("*.json"))
+    assert files
+    n_resumed = 0
+    for f in files:
+        a = json.load(open(f))
+        b = json.load(open(tmp_path / "k" / "results" / "runs" / f.parent.name / f.name))
+        assert _strip(a) == _strip(b)
+        n_resumed += b["provenance"]["engine"]["resumed_from_epoch"] == 2
+    assert n_resumed >= 1 and len(done_before) < len(files)
+    assert not list((tmp_path / "k" / "checkpoints").glob("*.resume.pt"))  # deleted once the JSONs are written
