@@ -31,6 +31,37 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _pack(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--pack {text!r}: expected auto or an integer >= 1")
+    return k
+
+
+def _nonneg(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"--checkpoint-every {text!r}: expected an integer >= 0")
+    return k
+
+
+def engine_options(args, device):
+    """How the engine computes, from the flags (and the fault-injection variable the tests use)."""
+    from engine.options import EngineOptions
+
+    kill = os.environ.get("CLREPRO_FAULT_KILL_AT_EPOCH")
+    return EngineOptions.for_device(device, args.fast, args.compile, checkpoint_every=args.checkpoint_every,
+                                    kill_at_epoch=int(kill) if kill else None)
+
+
 def _regex(text: str) -> re.Pattern:
     try:
         return re.compile(text)
@@ -55,6 +86,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
     p.add_argument("--no-download", action="store_true", default=bool(os.environ.get("CLREPRO_NO_DOWNLOAD")),
                    help="never download a missing dataset (default when $CLREPRO_NO_DOWNLOAD is set)")
+    p.add_argument("--pack", type=_pack, default="auto",
+                   help="K: train up to K seeds of one spec together in one packed network (1: never); auto: 4 on "
+                        "CUDA, 1 on CPU. Methods with per-run state decline (README: Packed runs)")
+    p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
+                   help="GPU fast path: bf16 autocast, channels_last, torch.compile, fused optimizers "
+                        "(auto: on for CUDA, off for CPU); recorded in each JSON under provenance.engine")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile within the fast path (auto: on for CUDA)")
+    p.add_argument("--checkpoint-every", type=_nonneg, default=0, metavar="EPOCHS",
+                   help="save a resumable mid-run checkpoint every EPOCHS epochs (default 0: every 5 minutes)")
     p.add_argument("--targets", default=TARGET_DIR, help="folder of target YAML files (default: benchmarks/targets)")
     return p
 
@@ -147,6 +188,15 @@ def load_needed(plans, data_root: str, download: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["nightly"]:  # suites checked against baselines: benchmarks/nightly.py
+        from .nightly import main as nightly_main
+
+        return nightly_main(argv[1:])
+    if argv[:1] == ["bench"]:  # engine speed against the hand-written anchor loop: benchmarks/bench.py
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser().parse_args(argv)
     if os.path.exists(args.results) and not os.path.isdir(args.results):
         print(f"error: --results {args.results!r} is an existing file; name a folder (it is created if missing)",
@@ -188,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = run_plans(plans, data_root, args.results, device, args.fail_fast, download=not args.no_download,
-                       cache=cache, snapshots=snapshot_epochs(targets, args.seeds))
+                       cache=cache, snapshots=snapshot_epochs(targets, args.seeds), pack=args.pack,
+                       options=engine_options(args, device))
     write_report(targets, args.results, report_path(args))
     print(f"report: {report_path(args)}")
     return 1 if failed else 0
