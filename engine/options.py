@@ -14,6 +14,7 @@ the epoch ends (see `engine.trainer`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -55,4 +56,6 @@ class EngineOptions:
                 if f.name in ("amp", "channels_last", "compile", "fused")}
 
     def autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16")
+        if self.amp == "none":
+            return contextlib.nullcontext()  # not even a disabled autocast in the hot loop
+        return torch.autocast(device.type, dtype=torch.bfloat16)
