@@ -62,6 +62,26 @@ def engine_options(args, device):
                                     kill_at_epoch=int(kill) if kill else None)
 
 
+def _positive(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = 0.0
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0")
+    return x
+
+
+def _retries(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"--max-retries {text!r}: expected an integer >= 0")
+    return k
+
+
 def _regex(text: str) -> re.Pattern:
     try:
         return re.compile(text)
@@ -96,6 +116,23 @@ def parser() -> argparse.ArgumentParser:
                    help="torch.compile within the fast path (auto: on for CUDA)")
     p.add_argument("--checkpoint-every", type=_nonneg, default=0, metavar="EPOCHS",
                    help="save a resumable mid-run checkpoint every EPOCHS epochs (default 0: every 5 minutes)")
+    p.add_argument("--checkpoints", default=None, metavar="DIR",
+                   help="folder of the mid-run checkpoints (default: checkpoints/ beside the results); with "
+                        "--launcher ray on several machines, a folder every node reaches (without one, a retried "
+                        "task restarts its run)")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local",
+                   help="local: train in this process (default); ray: one Ray task per run or packed group")
+    p.add_argument("--address", default=None,
+                   help="with --launcher ray: the cluster to join (auto, or HOST:PORT of the head); default: "
+                        "start a local Ray instance")
+    p.add_argument("--cpus-per-run", type=_positive, default=1.0, metavar="N",
+                   help="with --launcher ray: CPUs each task asks for (default 1)")
+    p.add_argument("--gpus-per-run", type=_positive, default=None, metavar="F",
+                   help="with --launcher ray on GPUs: GPUs each run asks for (default: by model, e.g. 0.25 for "
+                        "ResNet-20, 1 for WRN/DenseNet)")
+    p.add_argument("--max-retries", type=_retries, default=2,
+                   help="with --launcher ray: retries of a task whose worker or node dies (default 2); then the "
+                        "run is recorded failed")
     p.add_argument("--targets", default=TARGET_DIR, help="folder of target YAML files (default: benchmarks/targets)")
     return p
 
@@ -224,11 +261,17 @@ def main(argv: list[str] | None = None) -> int:
             if not plans:
                 raise UsageError(f"--filter {args.filter.pattern!r} matches no run of {args.target!r} "
                                  f"(it searches run ids and key=value spec fields, e.g. row=mlp)")
+        ray_only = [f"--{k.replace('_', '-')}" for k in ("address", "gpus_per_run")
+                    if getattr(args, k) is not None]
+        if args.launcher != "ray" and ray_only:
+            raise UsageError(f"{', '.join(ray_only)} needs --launcher ray")
         if args.dry_run:
             cmd_dry_run(plans, args.results, targets, data_root)
             return 0
         from .runner import resolve_device, run_plans, todo_plans
 
+        if args.launcher == "ray":
+            return _run_on_ray(args, plans, targets, data_root)
         try:
             device = resolve_device(args.device)
         except RuntimeError as e:
@@ -239,7 +282,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = run_plans(plans, data_root, args.results, device, args.fail_fast, download=not args.no_download,
                        cache=cache, snapshots=snapshot_epochs(targets, args.seeds), pack=args.pack,
-                       options=engine_options(args, device))
+                       options=engine_options(args, device), checkpoints=args.checkpoints)
+    write_report(targets, args.results, report_path(args))
+    print(f"report: {report_path(args)}")
+    return 1 if failed else 0
+
+
+def _run_on_ray(args, plans, targets, data_root: str) -> int:
+    """--launcher ray: the same matrix as Ray tasks (benchmarks.launchers.ray_launcher), then the report."""
+    from .report import write_report
+    from .runner import todo_plans
+
+    try:
+        import ray  # noqa: F401  (only this launcher needs it)
+    except ImportError:
+        raise UsageError("--launcher ray needs Ray: pip install -r requirements.txt (it pins ray)") from None
+    from .launchers.ray_launcher import run_plans_ray
+
+    # a local instance reads this machine's data: check it before anything is written; on a cluster the workers
+    # read their own $CLREPRO_DATA and a missing dataset is recorded as failed runs
+    cache = {} if args.address else load_needed(todo_plans(plans, args.results), data_root, not args.no_download)
+    try:
+        failed = run_plans_ray(plans, data_root, args.results, args.device, args.fail_fast,
+                               download=not args.no_download, cache=cache,
+                               snapshots=snapshot_epochs(targets, args.seeds), pack=args.pack,
+                               options=lambda device: engine_options(args, device), address=args.address,
+                               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                               max_retries=args.max_retries, checkpoints=args.checkpoints)
+    except (RuntimeError, ConnectionError) as e:  # no cluster at --address, a task no node can hold
+        raise UsageError(f"--launcher ray: {e}") from None
     write_report(targets, args.results, report_path(args))
     print(f"report: {report_path(args)}")
     return 1 if failed else 0

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import json
 import os
 import time
@@ -76,32 +77,70 @@ def valid_checkpoint(results: str, rid: str) -> str | None:
     return path if want and file_sha256(path) == want else None
 
 
-def _save_checkpoint(results: str, rid: str, state: dict) -> str:
+def checkpoint_bytes(state: dict) -> bytes:
+    """A run's final state as the exact bytes of its checkpoint file (what a KD student restores)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def write_checkpoint(results: str, rid: str, blob: bytes) -> str:
+    """Write checkpoints/<rid>.pt atomically from its bytes; returns its sha256."""
     path = checkpoint_path(results, rid)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        f.write(blob)
     os.replace(tmp, path)
     return file_sha256(path)
 
 
-def _save_snapshots(plan: Plan, results: str, splits, snapshots: dict) -> dict:
-    """Write the run's loss snapshots and (once per dataset and training subset) the 2-D embedding they are drawn
-    on; returns what the record keeps about them."""
+def state_from_checkpoint(blob: bytes) -> dict:
+    """The reported network's state dict out of a checkpoint's bytes."""
+    saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    return saved["nets"][saved["reported"]]
+
+
+def embedding_key(data: dict) -> str:
+    """One 2-D embedding per dataset and training subset (the figures' common view)."""
+    key = hashlib.sha256(json.dumps([data["dataset"], data.get("train_subset"), data.get("val_size"),
+                                     data.get("val_seed")]).encode()).hexdigest()[:10]
+    return f"{data['dataset']}-{key}"
+
+
+def present_embeddings(results: str) -> frozenset[str]:
+    folder = os.path.dirname(embedding_path(results, "x"))
+    return frozenset(f[:-4] for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(folder) else frozenset()
+
+
+def _snapshot_payload(plan: Plan, splits, snapshots: dict, have_embeddings) -> dict:
+    """What `write_records` needs to write a run's loss snapshots: the arrays, and the 2-D embedding of the
+    training set unless the results folder already has it (`have_embeddings`: keys present there)."""
     from engine.trainer import embed_2d, train_positions
 
     data = plan.spec["data"]
-    key = hashlib.sha256(json.dumps([data["dataset"], data.get("train_subset"), data.get("val_size"),
-                                     data.get("val_seed")]).encode()).hexdigest()[:10]
-    key = f"{data['dataset']}-{key}"
+    key = embedding_key(data)
+    xy = None
+    if key not in have_embeddings:
+        tr, _ = train_positions(splits, data)
+        xy = embed_2d(splits.x_train[tr]).numpy()
+    return {"arrays": {k: v.numpy() for k, v in snapshots.items()}, "embedding_key": key, "embedding": xy}
+
+
+def _write_snapshots(plan: Plan, results: str, payload: dict) -> dict:
+    """Write the run's loss snapshots and (once per dataset and training subset) the 2-D embedding they are drawn
+    on; returns what the record keeps about them."""
+    key = payload["embedding_key"]
     emb = embedding_path(results, key)
     rel_emb = os.path.relpath(emb, os.path.dirname(os.path.abspath(results)))
     if not os.path.isfile(emb):
-        tr, _ = train_positions(splits, data)
-        rel_emb = save_embedding(results, key, embed_2d(splits.x_train[tr]).numpy())
-    rel = save_snapshots(results, plan.target, plan.run_id, {k: v.numpy() for k, v in snapshots.items()})
+        xy = payload["embedding"]
+        if xy is None:
+            raise RuntimeError(f"embedding {key} is missing from {results} and the run did not compute it")
+        rel_emb = save_embedding(results, key, xy)
+    rel = save_snapshots(results, plan.target, plan.run_id, payload["arrays"])
     return {"file": rel, "sha256": file_sha256(os.path.join(os.path.dirname(os.path.abspath(results)), rel)),
-            "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in snapshots if "_" in k})}
+            "embedding": rel_emb, "epochs": sorted({int(k.split("_")[1]) for k in payload["arrays"] if "_" in k})}
 
 
 def _record_head(plan: Plan) -> dict:
@@ -109,25 +148,31 @@ def _record_head(plan: Plan) -> dict:
             "variant": plan.variant, "compare_as": plan.compare_as, "spec": plan.spec}
 
 
-def resume_path(results: str, plans: list[Plan]) -> str:
-    """Mid-run checkpoint of one run, or of a packed group (named by its run ids), beside the final ones."""
+def resume_path(results: str, plans: list[Plan], checkpoints: str | None = None) -> str:
+    """Mid-run checkpoint of one run, or of a packed group (named by its run ids): in `checkpoints` when given
+    (a folder every node reaches), else beside the final checkpoints."""
     key = plans[0].run_id if len(plans) == 1 else "pack-" + hashlib.sha256(
         ",".join(p.run_id for p in plans).encode()).hexdigest()[:12]
-    return os.path.join(os.path.dirname(checkpoint_path(results, key)), f"{key}.resume.pt")
+    folder = checkpoints or os.path.dirname(checkpoint_path(results, key))
+    return os.path.join(folder, f"{key}.resume.pt")
 
 
-def execute(plans: list[Plan], data_root: str, results: str, device: torch.device, env: dict, cache: dict,
-            progress=None, download: bool = True, keep_state: set[str] = frozenset(),
-            role_states: list[dict | None] | None = None, snapshot_epochs: dict | None = None,
-            add_extras: list[dict] | None = None, options: EngineOptions | None = None) -> list[dict]:
-    """Train one run, or K runs packed (one spec apart from the seeds), and write one JSON per run (with
-    `keep_state`, first that run's checkpoint); returns the records. A mid-run checkpoint lets a killed run
-    resume; it is deleted once the JSONs are written."""
+def train_records(plans: list[Plan], data_root: str, device: torch.device, env: dict, cache: dict,
+                  progress=None, download: bool = True, keep_state: set[str] = frozenset(),
+                  role_states: list[dict | None] | None = None, snapshot_epochs: dict | None = None,
+                  add_extras: list[dict] | None = None, options: EngineOptions | None = None,
+                  checkpoint: str | None = None, have_embeddings=frozenset()) -> list[tuple[dict, dict | None, dict | None]]:
+    """Train one run, or K runs packed (one spec apart from the seeds); returns per run (record, snapshots,
+    state): the full record (provenance included, status `failed` with the cause when training raised), the
+    payload `write_records` turns into snapshot files (or None), and the final state of a run in `keep_state`
+    (or None). Writes no file but the mid-run checkpoint `checkpoint` (None: none), which lets a killed run
+    resume. `have_embeddings`: the embedding keys the results folder already holds (others are computed here)."""
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    resume = resume_path(results, plans)
-    opts = dataclasses.replace(options or EngineOptions(), checkpoint=resume)
+    opts = dataclasses.replace(options or EngineOptions(), checkpoint=checkpoint)
     records = [_record_head(p) for p in plans]
+    snaps_out: list[dict | None] = [None] * len(plans)
+    states_out: list[dict | None] = [None] * len(plans)
     try:
         name = plans[0].spec["data"]["dataset"]
         if name not in cache:
@@ -135,48 +180,88 @@ def execute(plans: list[Plan], data_root: str, results: str, device: torch.devic
         outs = train_group([p.spec for p in plans], cache[name], device, on_epoch=progress,
                            role_states=role_states, keep_state=[p.run_id in keep_state for p in plans],
                            snapshot_epochs=[(snapshot_epochs or {}).get(p.run_id) for p in plans], options=opts)
-        for plan, rec, out, extra in zip(plans, records, outs, add_extras or [None] * len(plans)):
+        for i, (plan, rec, out, extra) in enumerate(zip(plans, records, outs, add_extras or [None] * len(plans))):
             out["extras"].update(extra or {})
             snaps = out.pop("snapshots", None)
             if snaps:
-                out["extras"]["snapshots"] = _save_snapshots(plan, results, cache[name], snaps)
+                snaps_out[i] = _snapshot_payload(plan, cache[name], snaps, have_embeddings)
             state = out.pop("state", None)
             if state is not None and out["status"] == "ok":
-                out["extras"]["checkpoint_sha256"] = _save_checkpoint(results, plan.run_id, state)
+                states_out[i] = state
             rec["engine"] = out.pop("engine")
             rec.update(out, error=None)
     except Exception as e:  # a failed run is recorded, not lost; KeyboardInterrupt writes nothing
+        snaps_out, states_out = [None] * len(plans), [None] * len(plans)
         for rec in records:
             rec.update(status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}",
                        final_test_acc=None, best_test_acc=None, history=[], extras={})
     end = dt.datetime.now(dt.timezone.utc)
-    out_records = []
-    for plan, rec in zip(plans, records):
+    for rec in records:
         engine = rec.pop("engine", None) or {**opts.record(), "pack": len(plans)}
         if len(plans) > 1:
             engine["packed_with"] = [p.run_id for p in plans]
         rec["provenance"] = {**env, "start": started.isoformat(timespec="seconds"),
                              "end": end.isoformat(timespec="seconds"),
                              "wall_seconds": round(time.perf_counter() - t0, 3), "engine": engine}
+    return list(zip(records, snaps_out, states_out))
+
+
+def write_records(plans: list[Plan], outs: list[tuple[dict, dict | None, dict | None | bytes]], results: str,
+                  keep_state: set[str] = frozenset(), resume: str | None = None) -> list[dict]:
+    """Write what `train_records` returned into the results folder: per run its snapshots, its checkpoint (a
+    state dict or the checkpoint's bytes; sha256 into the record) and then its JSON, atomically. A run finished
+    elsewhere meanwhile keeps that record (unless it is a teacher whose checkpoint is rewritten); a failed or
+    broken file at the run's path is archived first. `resume`: the group's mid-run checkpoint, deleted once
+    every JSON is written and none failed. Returns the records now in the folder."""
+    out_records = []
+    for plan, (rec, snaps, state) in zip(plans, outs):
         path = os.path.join(results, "runs", plan.target, f"{plan.run_id}.json")
         old = index_results(results).get(plan.run_id)
         if old and is_finished(old) and plan.run_id not in keep_state:  # finished elsewhere meanwhile: keep theirs
             out_records.append(read_json(old))
             continue
+        rec = dict(rec)
+        rec["extras"] = dict(rec.get("extras") or {})
+        try:
+            if snaps:
+                rec["extras"]["snapshots"] = _write_snapshots(plan, results, snaps)
+            if state is not None and rec["status"] == "ok":
+                blob = state if isinstance(state, bytes) else checkpoint_bytes(state)
+                rec["extras"]["checkpoint_sha256"] = write_checkpoint(results, plan.run_id, blob)
+        except Exception as e:  # a run whose files cannot be written is not finished
+            rec.update(status="failed", error=f"writing its files failed: {type(e).__name__}: {e}",
+                       final_test_acc=None, best_test_acc=None, history=[], extras={})
         if old:
             archive(old, "superseded" if is_finished(old) else "failed")
         write_atomic(path, rec)
         out_records.append(rec)
-    if os.path.exists(resume) and all(r["status"] != "failed" for r in records):
+    if resume and os.path.exists(resume) and all(r["status"] != "failed" for r, _, _ in outs):
         os.remove(resume)  # every JSON is written: the mid-run state is no longer needed
     return out_records
+
+
+def execute(plans: list[Plan], data_root: str, results: str, device: torch.device, env: dict, cache: dict,
+            progress=None, download: bool = True, keep_state: set[str] = frozenset(),
+            role_states: list[dict | None] | None = None, snapshot_epochs: dict | None = None,
+            add_extras: list[dict] | None = None, options: EngineOptions | None = None,
+            checkpoints: str | None = None) -> list[dict]:
+    """Train one run, or K runs packed, and write one JSON per run (with `keep_state`, first that run's
+    checkpoint): `train_records` then `write_records`. A mid-run checkpoint (in `checkpoints`, else beside the
+    final ones) lets a killed run resume; it is deleted once the JSONs are written."""
+    resume = resume_path(results, plans, checkpoints)
+    outs = train_records(plans, data_root, device, env, cache, progress, download, keep_state, role_states,
+                         snapshot_epochs, add_extras, options, checkpoint=resume,
+                         have_embeddings=present_embeddings(results))
+    return write_records(plans, outs, results, keep_state, resume)
 
 
 class _Session:
     """What one `run_plans` call shares: device, environment, dataset cache, options."""
 
-    def __init__(self, data_root, results, device, download, teacher_ids, snapshots=None, options=None):
+    def __init__(self, data_root, results, device, download, teacher_ids, snapshots=None, options=None,
+                 checkpoints=None):
         self.data_root, self.results, self.device, self.download = data_root, results, device, download
+        self.checkpoints = checkpoints
         self.snapshots = snapshots or {}
         self.env = environment(device)
         self.cache: dict = {}
@@ -201,17 +286,12 @@ class _Session:
         try:
             recs = execute(plans, self.data_root, self.results, self.device, self.env, self.cache, on_epoch,
                            self.download, keep_state=self.teacher_ids, role_states=role_states,
-                           snapshot_epochs=self.snapshots, add_extras=add_extras, options=self.options)
+                           snapshot_epochs=self.snapshots, add_extras=add_extras, options=self.options,
+                           checkpoints=self.checkpoints)
         finally:
             epochs.close()
         for plan, rec in zip(plans, recs):
-            acc = rec.get("final_test_acc")
-            tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
-                       f"budget={plan.spec['budget']} id={plan.run_id} "
-                       f"test_acc={'-' if acc is None else f'{acc:.2f}'} wall={rec['provenance']['wall_seconds']:.0f}s"
-                       + (f" packed x{len(plans)}" if len(plans) > 1 else ""))
-            if rec["status"] == "failed":
-                tqdm.write(rec["error"])
+            report_line(plan, rec, len(plans))
         return recs
 
     def role_states(self, plan: Plan) -> tuple[dict[str, dict], dict]:
@@ -232,11 +312,26 @@ class _Session:
                         ckpt = valid_checkpoint(self.results, tplan.run_id)
                 finally:
                     lock.close()
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-            states[role] = saved["nets"][saved["reported"]]
-            used[f"{role}_checkpoint_sha256"] = file_sha256(ckpt)
-            used[f"{role}_run_id"] = tplan.run_id
+            with open(ckpt, "rb") as f:
+                blob = f.read()
+            states[role] = state_from_checkpoint(blob)
+            used.update(teacher_extras(role, tplan.run_id, blob))
         return states, used
+
+
+def teacher_extras(role: str, rid: str, blob: bytes) -> dict:
+    """What a student's record says about the checkpoint a role was restored from."""
+    return {f"{role}_checkpoint_sha256": hashlib.sha256(blob).hexdigest(), f"{role}_run_id": rid}
+
+
+def report_line(plan: Plan, rec: dict, pack: int = 1, where: str = "") -> None:
+    acc = rec.get("final_test_acc")
+    tqdm.write(f"[{rec['status']}] {plan.target} {plan.row} {plan.variant} seed={plan.spec['seed']} "
+               f"budget={plan.spec['budget']} id={plan.run_id} "
+               f"test_acc={'-' if acc is None else f'{acc:.2f}'} wall={rec['provenance']['wall_seconds']:.0f}s"
+               + (f" packed x{pack}" if pack > 1 else "") + where)
+    if rec["status"] == "failed":
+        tqdm.write(rec["error"])
 
 
 def todo_plans(plans: list[Plan], results: str) -> list[Plan]:
@@ -267,15 +362,16 @@ def pack_groups(todo: list[Plan], pack: int | str, device: torch.device, splits_
 
 def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.device, fail_fast: bool = False,
               download: bool = True, cache: dict | None = None, snapshots: dict[str, set[int]] | None = None,
-              pack: int | str = "auto", options: EngineOptions | None = None) -> int:
-    """Run every unfinished plan; returns the number of runs that failed. `cache`: datasets already loaded;
-    `snapshots`: run id -> epochs at which to save per-example losses (the figures that ask for them);
-    `pack`: see `pack_groups`; `options`: how the engine computes (fast path, checkpoint interval)."""
+              pack: int | str = "auto", options: EngineOptions | None = None, checkpoints: str | None = None) -> int:
+    """Run every unfinished plan in this process (the local launcher); returns the number of runs that failed.
+    `cache`: datasets already loaded; `snapshots`: run id -> epochs at which to save per-example losses (the
+    figures that ask for them); `pack`: see `pack_groups`; `options`: how the engine computes (fast path,
+    checkpoint interval); `checkpoints`: folder of the mid-run checkpoints (default: checkpoints/)."""
     todo = todo_plans(plans, results)
     tqdm.write(f"{len(plans)} runs in the matrix, {len(plans) - len(todo)} already done, {len(todo)} to run "
                f"on {device}")
     teacher_ids = {t.run_id for p in plans for t in teacher_plans(p).values()}
-    session = _Session(data_root, results, device, download, teacher_ids, snapshots, options)
+    session = _Session(data_root, results, device, download, teacher_ids, snapshots, options, checkpoints)
     session.cache.update(cache or {})
 
     def splits_of(plan):
@@ -310,7 +406,9 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
                 ready.append(plan)
                 states.append(st)
                 extras.append(used)
-            if ready:
+            if len(ready) == 1:
+                recs.append(session.run(ready[0], states[0], extras[0]))
+            elif ready:
                 recs += session.run_group(ready, states, extras)
         finally:
             for lock in locks:
@@ -325,16 +423,17 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
     return failed
 
 
-def _failed_without_training(plan: Plan, session: _Session, err: Exception) -> dict:
+def failed_record(plan: Plan, env: dict, error: str) -> dict:
+    """The record of a run that could not train (its teacher failed, its worker died past the retries)."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    record = {"schema_version": SCHEMA_VERSION, "run_id": plan.run_id, "target": plan.target, "row": plan.row,
-              "variant": plan.variant, "compare_as": plan.compare_as, "spec": plan.spec, "status": "failed",
-              "error": f"{type(err).__name__}: {err}", "final_test_acc": None, "best_test_acc": None,
-              "history": [], "extras": {}, "provenance": {**session.env, "start": now, "end": now, "wall_seconds": 0.0}}
-    path = os.path.join(session.results, "runs", plan.target, f"{plan.run_id}.json")
-    old = index_results(session.results).get(plan.run_id)
-    if old:
-        archive(old, "failed")
-    write_atomic(path, record)
+    return {"schema_version": SCHEMA_VERSION, "run_id": plan.run_id, "target": plan.target, "row": plan.row,
+            "variant": plan.variant, "compare_as": plan.compare_as, "spec": plan.spec, "status": "failed",
+            "error": error, "final_test_acc": None, "best_test_acc": None, "history": [], "extras": {},
+            "provenance": {**env, "start": now, "end": now, "wall_seconds": 0.0}}
+
+
+def _failed_without_training(plan: Plan, session: _Session, err: Exception) -> dict:
+    record = failed_record(plan, session.env, f"{type(err).__name__}: {err}")
+    write_records([plan], [(record, None, None)], session.results)
     tqdm.write(f"[failed] {plan.run_id}: {record['error']}")
     return record
