@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 
+from .perf_report import performance_section
 from .store import cell_key, load_records
 from .targets import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
 
@@ -258,6 +259,7 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
     parts += published_consistency(targets)
     for t in targets.values():
         parts += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir), ""]
+    parts += [performance_section(results)]  # from results/bench/*.json (./reproduce.sh bench)
     text = "\n".join(parts).rstrip() + "\n"
     os.makedirs(report_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=report_dir, suffix=".tmp")

@@ -1,0 +1,517 @@
+"""Engine vs hand-written loop: seconds per epoch and throughput on this machine (issue 11's benchmark).
+
+Two workloads, each timed three ways, interleaved round by round (the machine may be shared with other jobs):
+- MNIST-MLP, batch 20 (real MNIST; 784-500-10 ReLU MLP, SGD lr 0.01 momentum 0.9, no augmentation);
+- CIFAR-shaped ResNet-20, batch 128 (random uint8 images of CIFAR's shape, 10 classes; SGD lr 0.1 momentum 0.9
+  wd 1e-4, random crop + flip, per-channel normalisation);
+and for each (a) the anchor, `../shared/bench/baseline_loop.py` (torchvision dataset + DataLoader + model + SGD,
+run as a subprocess with this interpreter), (b) the engine, one run (`engine.trainer.train`), (c) the engine with
+K runs of different seeds packed into one network (`engine.trainer.train_group`; throughput = K x images / s).
+Also the per-step cost of each method relative to ERM (`benchmarks.overhead`). Writes
+`<out>/<cpu|cuda>.json` with the device, torch version, date, the per-round seconds (min and median), the ratios
+and issue 11's targets (threshold, measured value, pass/fail; "not measured" where a target was not measured at
+its size). The engine's epoch seconds include its end-of-epoch test evaluation (a small test split here); the
+anchor's do not.
+
+    ./reproduce.sh bench [--device cpu|cuda] [--size tiny|full] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(ROOT, "results", "bench")
+SCHEMA = 1
+
+MNIST_BATCH, CIFAR_BATCH = 20, 128
+CIFAR_N = 50_000  # the anchor's CIFAR-shaped training set (fixed in baseline_loop.py)
+CIFAR_CPU_SUBSET = 5_000  # CPU --size full: the engine's CIFAR-shaped epoch (a full ResNet-20 epoch takes minutes)
+CIFAR_TEST = 256  # the CIFAR-shaped test split the engine evaluates after each epoch
+CIFAR_NORM = [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]  # as the anchor's
+TINY = {"mnist_train": 512, "mnist_test": 256, "cifar_train": 256, "cifar_test": 64}
+PACKS = {("tiny", "cpu"): (2,), ("tiny", "cuda"): (2,), ("full", "cpu"): (2, 3), ("full", "cuda"): (2, 4, 8)}
+OVERHEAD_METHODS_TINY = ["erm", "dataparams", "superloss", "blcl", "codistill"]
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def shared_dir() -> str:
+    return os.environ.get("CLREPRO_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def anchor_script() -> str:
+    return os.path.join(shared_dir(), "bench", "baseline_loop.py")
+
+
+def data_root() -> str:
+    return os.environ.get("CLREPRO_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+_EPOCH_S = re.compile(r"\bepoch_s=([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")
+
+
+def parse_anchor_output(text: str) -> float:
+    """Seconds per epoch from the anchor's output: `epoch_s=` on its last line that has one."""
+    for line in reversed(text.strip().splitlines()):
+        m = _EPOCH_S.search(line)
+        if m:
+            return float(m.group(1))
+    raise ValueError(f"no 'epoch_s=' in the anchor's output: {text.strip()[-300:]!r}")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_record(device) -> dict:
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    rec = {"device_class": device.type, "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        rec["device"] = torch.cuda.get_device_name(device)
+        rec["cuda"] = torch.version.cuda
+    else:
+        rec["device"] = rec["cpu"]
+    return rec
+
+
+def _git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _summary(seconds: list[float], images: int) -> dict:
+    """Per-round epoch seconds -> min, median and the throughputs (images / s) they give."""
+    lo, med = min(seconds), statistics.median(seconds)
+    return {"status": "ok", "rounds_s": [round(s, 4) for s in seconds], "epoch_s": lo, "epoch_s_median": med,
+            "images": images, "images_per_s": images / lo, "images_per_s_median": images / med}
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def write_tiny_mnist(src_root: str, dst_root: str, n_train: int, n_test: int) -> None:
+    """The first n samples of real MNIST as IDX files under dst_root/MNIST/raw (torchvision's layout), so the
+    anchor, whose dataset is whatever the root holds, trains a tiny epoch too."""
+    import numpy as np
+
+    src, dst = os.path.join(src_root, "MNIST", "raw"), os.path.join(dst_root, "MNIST", "raw")
+    os.makedirs(dst, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        for kind, magic, dims in (("images-idx3-ubyte", 2051, 3), ("labels-idx1-ubyte", 2049, 1)):
+            name = f"{prefix}-{kind}"
+            with open(os.path.join(src, name), "rb") as f:
+                raw = f.read()
+            shape = np.frombuffer(raw, dtype=">i4", count=dims + 1, offset=0)[1:]
+            per = int(np.prod(shape[1:])) if dims > 1 else 1
+            head = np.array([magic, n, *shape[1:]], dtype=">i4").tobytes()
+            body = raw[4 * (dims + 1): 4 * (dims + 1) + n * per]
+            with open(os.path.join(dst, name), "wb") as f:
+                f.write(head + body)
+
+
+def cifar_splits(n: int, n_test: int):
+    """Random uint8 images of CIFAR's shape (n x 3 x 32 x 32), 10 classes; a timing, never an accuracy."""
+    import torch
+
+    from data import Splits
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n + n_test,), generator=g)
+    return Splits("cifar-shaped", x[:n], y[:n], x[n:], y[n:], 10, "image")
+
+
+def mnist_spec(train_subset: int | None, test_subset: int | None, epochs: int) -> dict:
+    return {"seed": 0, "method": {"name": "erm"}, "model": {"name": "mlp500", "hidden": 500, "activation": "relu"},
+            "data": {"dataset": "mnist", "noise": {"kind": "none", "rate": 0.0}, "train_subset": train_subset,
+                     "test_subset": test_subset},
+            "recipe": {"epochs": epochs, "batch_size": MNIST_BATCH,
+                       "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9}, "schedule": {"name": "constant"},
+                       "augment": "none"}}
+
+
+def cifar_spec(train_subset: int | None, epochs: int) -> dict:
+    return {"seed": 0, "method": {"name": "erm"}, "model": {"name": "resnet20"},
+            "data": {"dataset": "cifar-shaped", "noise": {"kind": "none", "rate": 0.0},
+                     "train_subset": train_subset, "test_subset": None},
+            "recipe": {"epochs": epochs, "batch_size": CIFAR_BATCH,
+                       "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
+                       "schedule": {"name": "constant"}, "augment": "crop_flip", "normalize": CIFAR_NORM}}
+
+
+# ------------------------------------------------------------------------------------------------- measuring
+def run_anchor(task: str, root: str, epochs: int, batch: int, workers: int, device: str,
+               timeout: float = 7200) -> tuple[float, str]:
+    """(seconds per epoch, the command) of one anchor run in a subprocess with this interpreter."""
+    cmd = [sys.executable, anchor_script(), task, root, "--epochs", str(epochs), "--batch", str(batch),
+           "--workers", str(workers), "--device", device]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    shown = " ".join(cmd[1:]).replace(ROOT + os.sep, "")
+    if p.returncode != 0:
+        raise RuntimeError(f"anchor exited {p.returncode}: {(p.stderr or p.stdout).strip()[-500:]}")
+    return parse_anchor_output(p.stdout), shown
+
+
+def engine_epoch_seconds(specs: list[dict], splits, device, options) -> float:
+    """Seconds of one engine epoch training len(specs) runs (packed when > 1): the fastest epoch after the first
+    when the runs train several epochs (the first carries compilation and warm-up), else the only one."""
+    from engine.trainer import train, train_group
+
+    if len(specs) == 1:
+        hist = train(specs[0], splits, device, options=options)["history"]
+    else:
+        outs = train_group(specs, splits, device, options=options)
+        if len(outs) != len(specs):
+            raise RuntimeError(f"train_group returned {len(outs)} results for {len(specs)} runs")
+        hist = outs[0]["history"]
+    secs = [h["seconds"] for h in hist]
+    return min(secs[1:]) if len(secs) > 1 else secs[0]
+
+
+class Workload:
+    """One workload's three paths and their per-round seconds."""
+
+    def __init__(self, name: str, batch: int, splits, spec: dict, n_engine: int, anchor: dict | None,
+                 anchor_skip: str | None, packs: tuple[int, ...], notes: list[str]):
+        self.name, self.batch, self.splits, self.spec, self.n_engine = name, batch, splits, spec, n_engine
+        self.anchor, self.anchor_skip, self.packs, self.notes = anchor, anchor_skip, packs, notes
+        self.seconds: dict[str, list[float]] = {}
+        self.errors: dict[str, str] = {}
+        self.anchor_cmd: str | None = None
+
+    def paths(self) -> list[str]:
+        return ["anchor", "engine"] + [f"packed-{k}" for k in self.packs]
+
+    def images(self, path: str) -> int:
+        if path == "anchor":
+            return self.anchor["images"]
+        return self.n_engine * (1 if path == "engine" else int(path.split("-")[1]))
+
+    def measure(self, path: str, device, options) -> None:
+        if path in self.errors or (path == "anchor" and self.anchor_skip):
+            return
+        try:
+            if path == "anchor":
+                a = self.anchor
+                s, self.anchor_cmd = run_anchor(a["task"], a["root"], a["epochs"], self.batch, a["workers"],
+                                                device.type)
+            else:
+                k = 1 if path == "engine" else int(path.split("-")[1])
+                specs = [dict(self.spec, seed=i) for i in range(k)]
+                if device.type == "cuda":
+                    import torch
+
+                    torch.cuda.synchronize()
+                s = engine_epoch_seconds(specs, self.splits, device, options)
+        except Exception as e:  # recorded, never a made-up number
+            self.errors[path] = f"{type(e).__name__}: {e}"
+            print(f"  {self.name} {path}: FAILED ({self.errors[path][:200]})", flush=True)
+            return
+        self.seconds.setdefault(path, []).append(s)
+        print(f"  {self.name:<15} {path:<10} {s:9.3f} s/epoch  {self.images(path) / s:10.0f} images/s", flush=True)
+
+    def record(self) -> dict:
+        paths = {}
+        for p in self.paths():
+            if p == "anchor" and self.anchor_skip:
+                paths[p] = {"status": "skipped", "reason": self.anchor_skip}
+            elif p in self.errors:
+                paths[p] = {"status": "failed", "reason": self.errors[p]}
+            else:
+                paths[p] = _summary(self.seconds[p], self.images(p))
+            if p == "anchor" and self.anchor:
+                paths[p].update({"workers": self.anchor["workers"], "epochs": self.anchor["epochs"],
+                                 "command": self.anchor_cmd})
+            if p.startswith("packed-"):
+                paths[p]["k"] = int(p.split("-")[1])
+        ratios = {}
+
+        def ratio(num: str, den: str) -> None:
+            a, b = paths.get(num, {}), paths.get(den, {})
+            if a.get("status") == "ok" and b.get("status") == "ok":
+                ratios[f"{num}/{den}"] = {"value": a["images_per_s"] / b["images_per_s"],
+                                          "median": a["images_per_s_median"] / b["images_per_s_median"]}
+            else:
+                ratios[f"{num}/{den}"] = "not measured"
+
+        ratio("engine", "anchor")
+        for k in self.packs:
+            ratio(f"packed-{k}", "engine")
+        return {"batch": self.batch, "engine_images_per_epoch": self.n_engine, "spec": self.spec,
+                "notes": self.notes, "paths": paths, "ratios": ratios}
+
+
+# ---------------------------------------------------------------------------------------------------- targets
+def _target(tid: str, text: str, op: str, threshold: float, value, why: str | None = None) -> dict:
+    if isinstance(value, (int, float)):
+        ok = value >= threshold if op == ">=" else value <= threshold
+        return {"id": tid, "text": text, "op": op, "threshold": threshold, "measured": value, "pass": ok}
+    return {"id": tid, "text": text, "op": op, "threshold": threshold, "measured": "not measured", "pass": None,
+            "reason": why or "not measured"}
+
+
+def targets(device_class: str, size: str, workloads: dict, overhead: dict) -> list[dict]:
+    """Issue 11's targets for this device class. Measured only at --size full (the targets' own size)."""
+    tiny = "--size tiny: the targets are defined at full size" if size != "full" else None
+
+    def ratio(wl: str, key: str):
+        r = workloads.get(wl, {}).get("ratios", {}).get(key, "not measured")
+        return r["value"] if isinstance(r, dict) else None
+
+    def why(wl: str, path: str) -> str:
+        p = workloads.get(wl, {}).get("paths", {}).get(path)
+        if p is None:
+            return f"{wl} {path} not run"
+        return f"{wl} {path}: {p.get('reason', p.get('status'))}"
+
+    def why2(wl: str, a: str, b: str) -> str:
+        pa = workloads.get(wl, {}).get("paths", {}).get(a, {})
+        return why(wl, a if pa.get("status") != "ok" else b)
+
+    out = []
+    if device_class == "cpu":
+        v = None if tiny else ratio("mnist-mlp", "engine/anchor")
+        out.append(_target("cpu-engine-vs-anchor", "MNIST-MLP batch 20: engine throughput >= 2x the anchor's",
+                           ">=", 2.0, v, tiny or why2("mnist-mlp", "anchor", "engine")))
+        v = None if tiny else ratio("mnist-mlp", "packed-3/engine")
+        out.append(_target("cpu-packed-3", "MNIST-MLP: 3 packed seeds >= 2x the throughput of one run", ">=", 2.0,
+                           v, tiny or why("mnist-mlp", "packed-3")))
+    else:
+        eng = workloads.get("cifar-resnet20", {}).get("paths", {}).get("engine", {})
+        v = eng.get("epoch_s") if (not tiny and eng.get("status") == "ok"
+                                   and eng.get("images") == CIFAR_N) else None
+        out.append(_target("gpu-resnet20-epoch", "ResNet-20 (CIFAR-shaped, batch 128): <= 1.0 s per 50k-image "
+                           "epoch, one run", "<=", 1.0, v, tiny or why("cifar-resnet20", "engine")))
+        v = None if tiny else ratio("cifar-resnet20", "engine/anchor")
+        out.append(_target("gpu-engine-vs-anchor", "ResNet-20: engine throughput >= 10x the anchor's (4 workers)",
+                           ">=", 10.0, v, tiny or why2("cifar-resnet20", "anchor", "engine")))
+        v = None if tiny else ratio("cifar-resnet20", "packed-4/engine")
+        out.append(_target("gpu-packed-4", "ResNet-20: 4 packed seeds >= 2.5x the throughput of one run", ">=", 2.5,
+                           v, tiny or why("cifar-resnet20", "packed-4")))
+        steps = overhead.get("resnet20", {})
+        for m, thr in (("dataparams", 1.10), ("superloss", 1.10), ("blcl", 2.1), ("codistill", 2.1)):
+            v = None if tiny else steps.get("x_erm", {}).get(m)
+            out.append(_target(f"gpu-step-{m}", f"ResNet-20 batch 128: {m} step time <= {thr:.2f}x ERM's", "<=", thr,
+                               v, tiny or steps.get("reason", f"{m} not timed")))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def _overhead(model: str, batch: int, device, steps: int, repeats: int, methods: list[str]) -> dict:
+    from benchmarks.overhead import time_methods
+
+    try:
+        res = time_methods(methods, model, batch, device, steps, repeats)
+    except Exception as e:
+        return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+    base = res["erm"]
+    return {"status": "ok", "batch": batch, "steps": steps, "repeats": repeats,
+            "ms_per_step": {m: 1000 * t for m, t in res.items()}, "x_erm": {m: t / base for m, t in res.items()}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reproduce.sh bench", description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--size", choices=("tiny", "full"), default="full",
+                   help="full: real epochs (60k MNIST, 50k CIFAR-shaped; 5k for the engine on CPU); tiny: a few "
+                        "hundred samples, K=2 (the CI smoke)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="folder of the <device-class>.json (default results/bench)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, tiny 2)")
+    p.add_argument("--packs", default=None, help="comma-separated K list (default: tiny 2; CPU 2,3; CUDA 2,4,8)")
+    p.add_argument("--fast", choices=("auto", "on", "off"), default="auto", help="engine fast path")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="engine torch.compile")
+    p.add_argument("--cifar-anchor", action="store_true",
+                   help="also run the CIFAR anchor on CPU (a 50k ResNet-20 epoch there takes many minutes)")
+    p.add_argument("--no-overhead", action="store_true", help="skip the per-method step-time ratios")
+    p.add_argument("--data", default=None, help="MNIST root (default: $CLREPRO_DATA, else ../shared/data)")
+    return p
+
+
+def _fail(p: argparse.ArgumentParser, msg: str) -> int:
+    p.print_usage(sys.stderr)
+    print(f"{p.prog}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)  # exits 2 on a bad choice, naming the option
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return _fail(p, "--device cuda: no CUDA device available")
+    if args.rounds is not None and args.rounds < 1:
+        return _fail(p, f"--rounds {args.rounds}: must be >= 1")
+    try:
+        packs = (tuple(int(k) for k in args.packs.split(",")) if args.packs
+                 else PACKS[(args.size, args.device)])
+        if any(k < 2 for k in packs):
+            raise ValueError
+    except ValueError:
+        return _fail(p, f"--packs {args.packs!r}: a comma-separated list of integers >= 2")
+    from engine.options import EngineOptions
+
+    device = torch.device(args.device)
+    try:
+        options = EngineOptions.for_device(device, fast=args.fast, compile=args.compile)
+    except ValueError as e:
+        return _fail(p, str(e))
+    tiny = args.size == "tiny"
+    rounds = args.rounds or (2 if tiny else 3)
+    cuda = device.type == "cuda"
+    root = args.data or data_root()
+    have_anchor = os.path.isfile(anchor_script())
+    no_anchor = None if have_anchor else f"anchor script not found: {anchor_script()} (set CLREPRO_SHARED)"
+    tmp = tempfile.TemporaryDirectory(prefix="clrepro-bench-")
+    workloads: list[Workload] = []
+    skipped: dict[str, dict] = {}
+
+    # MNIST-MLP
+    from data import dataset_present, load_dataset
+
+    if not dataset_present("mnist", root):
+        skipped["mnist-mlp"] = {"status": "skipped", "reason": f"MNIST not found under {root} (set CLREPRO_DATA)"}
+    else:
+        splits = load_dataset("mnist", root, download=False)
+        n_tr = TINY["mnist_train"] if tiny else len(splits.y_train)
+        notes = ["real MNIST; the engine's epoch includes its test evaluation "
+                 f"({TINY['mnist_test'] if tiny else len(splits.y_test)} images), the anchor's does not"]
+        anchor_root = root
+        if tiny and have_anchor:
+            anchor_root = os.path.join(tmp.name, "mnist")
+            write_tiny_mnist(root, anchor_root, TINY["mnist_train"], TINY["mnist_test"])
+            notes.append(f"tiny: the anchor reads the first {n_tr} MNIST training images (an IDX copy); the engine "
+                         f"a fixed subset of {n_tr}")
+        anchor = {"task": "mnist-mlp", "root": anchor_root, "epochs": 2 if cuda and not tiny else 1,
+                  "workers": 0, "images": n_tr}
+        workloads.append(Workload(
+            "mnist-mlp", MNIST_BATCH, splits,
+            mnist_spec(n_tr if tiny else None, TINY["mnist_test"] if tiny else None, 2 if (tiny or cuda) else 1),
+            n_tr, anchor, no_anchor, packs, notes))
+
+    # CIFAR-shaped ResNet-20
+    if tiny:
+        n_c, c_skip = TINY["cifar_train"], ("--size tiny: the anchor's CIFAR-shaped set is fixed at 50,000 images "
+                                           "(a full epoch), too slow for a smoke run")
+    elif cuda:
+        n_c, c_skip = CIFAR_N, None
+    else:
+        n_c = CIFAR_CPU_SUBSET
+        c_skip = (None if args.cifar_anchor else "CPU: a 50,000-image ResNet-20 epoch of the anchor takes many "
+                  "minutes; pass --cifar-anchor to run it (compared per image)")
+    c_notes = [f"random uint8 CIFAR-shaped images; the engine trains {n_c} per epoch and evaluates "
+               f"{TINY['cifar_test'] if tiny else CIFAR_TEST} test images in its epoch; throughput compared per image"]
+    workloads.append(Workload(
+        "cifar-resnet20", CIFAR_BATCH, cifar_splits(n_c, TINY["cifar_test"] if tiny else CIFAR_TEST),
+        cifar_spec(None, 2 if (tiny or cuda) else 1), n_c,
+        {"task": "cifar-resnet20", "root": "-", "epochs": 2 if cuda else 1, "workers": 4 if cuda else 2,
+         "images": CIFAR_N}, c_skip or no_anchor, packs, c_notes))
+
+    info = device_record(device)
+    print(f"bench: {info['device']} ({info['usable_cores']} cores, {info['threads']} threads), torch {info['torch']}, "
+          f"size {args.size}, {rounds} rounds, engine options {options.record()}", flush=True)
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()  # a shared machine: other jobs' load, read with the per-round spread
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}", flush=True)
+        for w in workloads:
+            for path in w.paths():
+                w.measure(path, device, options)
+
+    overhead: dict[str, dict] = {}
+    if args.no_overhead:
+        overhead = {m: {"status": "skipped", "reason": "--no-overhead"} for m in ("mlp500", "resnet20")}
+    else:
+        from methods import list_methods
+
+        print("per-step overhead vs ERM (benchmarks.overhead)", flush=True)
+        if tiny:
+            overhead["mlp500"] = _overhead("mlp500", MNIST_BATCH, device, 3, 2, OVERHEAD_METHODS_TINY)
+            overhead["resnet20"] = {"status": "skipped", "reason": "--size tiny: ResNet-20 steps too slow for a "
+                                    "smoke run on CPU"}
+        else:
+            overhead["mlp500"] = _overhead("mlp500", MNIST_BATCH, device, 20 if cuda else 10, 5, list_methods())
+            overhead["resnet20"] = _overhead("resnet20", CIFAR_BATCH, device, 10 if cuda else 3, 5 if cuda else 3,
+                                             list_methods())
+    tmp.cleanup()
+
+    wl = {w.name: w.record() for w in workloads}
+    wl.update(skipped)
+    result = {"schema": SCHEMA, **info, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "size": args.size, "rounds": rounds, "packs": list(packs), "git_sha": _git_sha(),
+              "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t_start, 1),
+              "load_average": {"start": [round(v, 2) for v in load_start],
+                               "end": [round(v, 2) for v in os.getloadavg()]},
+              "workloads": wl, "overhead": overhead,
+              "targets": targets(device.type, args.size, wl, overhead)}
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{device.type}.json")
+    fd, tmp_path = tempfile.mkstemp(dir=args.out, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    os.chmod(tmp_path, 0o644)
+    os.replace(tmp_path, path)
+    print()
+    print(render_table(result))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def render_table(res: dict) -> str:
+    lines = [f"{'workload':<15} {'path':<10} {'s/epoch min':>11} {'median':>8} {'images/s':>10}  ratio"]
+    for name, w in res["workloads"].items():
+        if w.get("status") == "skipped":
+            lines.append(f"{name:<15} skipped: {w['reason']}")
+            continue
+        for path, p in w["paths"].items():
+            key = "engine/anchor" if path == "engine" else (f"{path}/engine" if path.startswith("packed") else None)
+            r = w["ratios"].get(key) if key else None
+            rs = f"{r['value']:.2f}x {key}" if isinstance(r, dict) else (f"{key}: not measured" if key else "")
+            if p["status"] != "ok":
+                lines.append(f"{name:<15} {path:<10} {p['status']}: {p['reason'][:90]}" + (f"  ({rs})" if key else ""))
+            else:
+                lines.append(f"{name:<15} {path:<10} {p['epoch_s']:>11.3f} {p['epoch_s_median']:>8.3f} "
+                             f"{p['images_per_s']:>10.0f}  {rs}")
+    for model, o in res.get("overhead", {}).items():
+        if o.get("status") == "ok":
+            lines.append(f"step x ERM ({model}, batch {o['batch']}): "
+                         + ", ".join(f"{m} {v:.2f}" for m, v in o["x_erm"].items()))
+        else:
+            lines.append(f"step x ERM ({model}): {o.get('status')}: {o.get('reason')}")
+    for t in res["targets"]:
+        m = t["measured"]
+        lines.append(f"target {t['id']}: {t['text']} -- "
+                     + (f"measured {m:.3f}: {'PASS' if t['pass'] else 'FAIL'}" if isinstance(m, (int, float))
+                        else f"not measured ({t.get('reason')})"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The performance section of REPORT.md, rendered from the benchmark JSONs (`results/bench/<cpu|cuda>.json`,
+written by `./reproduce.sh bench`, see benchmarks.bench); never from a live run."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+
+def _load(results_dir: str) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+    """(path, record) of every benchmark JSON under results_dir/bench (or results_dir itself), and unreadable ones."""
+    paths = sorted(glob.glob(os.path.join(results_dir, "bench", "*.json")))
+    if not paths:
+        paths = sorted(glob.glob(os.path.join(results_dir, "*.json")))
+    good, bad = [], []
+    for p in paths:
+        try:
+            with open(p) as f:
+                rec = json.load(f)
+        except (OSError, ValueError) as e:
+            bad.append((p, f"unreadable: {e}"))
+            continue
+        if isinstance(rec, dict) and "workloads" in rec and "device_class" in rec:
+            good.append((p, rec))
+    return good, bad
+
+
+def _fmt_ratio(r) -> str:
+    return f"{r['value']:.2f}x (median {r['median']:.2f}x)" if isinstance(r, dict) else "not measured"
+
+
+def _device_section(path: str, rec: dict) -> list[str]:
+    cores = rec.get("usable_cores") or rec.get("cores")
+    la = rec.get("load_average")
+    out = [f"### {rec['device_class'].upper()}: {rec['device']}", "",
+           f"File `{os.path.basename(path)}`; {cores} cores, {rec.get('threads')} threads; torch {rec.get('torch')}; "
+           f"date {rec.get('date')}; size `{rec.get('size')}`; {rec.get('rounds')} interleaved rounds (s/epoch: min, "
+           f"median over rounds); engine options {rec.get('engine_options')}; git {str(rec.get('git_sha'))[:7]}"
+           + (f"; load average (1/5/15 min) {la['start']} at start, {la['end']} at end" if la else "") + ".",
+           "", "| Workload | Path | s/epoch (min) | s/epoch (median) | Images/s | Ratio |", "|---|---|---|---|---|---|"]
+    for name, w in rec["workloads"].items():
+        if w.get("status") == "skipped":
+            out.append(f"| {name} | — | skipped: {w['reason']} | | | |")
+            continue
+        for pname, p in w["paths"].items():
+            key = ("engine/anchor" if pname == "engine"
+                   else f"{pname}/engine" if pname.startswith("packed-") else None)
+            ratio = f"{key}: {_fmt_ratio(w['ratios'].get(key))}" if key else "—"
+            if p.get("status") != "ok":
+                out.append(f"| {name} | {pname} | {p.get('status')}: {p.get('reason')} | | | {ratio} |")
+            else:
+                out.append(f"| {name} | {pname} | {p['epoch_s']:.3f} | {p['epoch_s_median']:.3f} "
+                           f"| {p['images_per_s']:.0f} | {ratio} |")
+    out.append("")
+    notes = [n for w in rec["workloads"].values() for n in w.get("notes", [])]
+    if notes:
+        out += [f"- {n}" for n in notes] + [""]
+    for model, o in rec.get("overhead", {}).items():
+        if o.get("status") == "ok":
+            out.append(f"Step time x ERM ({model}, batch {o['batch']}, median of {o['repeats']} x {o['steps']} steps): "
+                       + ", ".join(f"{m} {v:.2f}" for m, v in o["x_erm"].items()) + ".")
+        else:
+            out.append(f"Step time x ERM ({model}): {o.get('status')} ({o.get('reason')}).")
+        out.append("")
+    out += ["| Target (issue 11) | Threshold | Measured | Result |", "|---|---|---|---|"]
+    for t in rec.get("targets", []):
+        m = t["measured"]
+        if isinstance(m, (int, float)):
+            out.append(f"| {t['text']} | {t['op']} {t['threshold']:g} | {m:.3f} | {'pass' if t['pass'] else 'FAIL'} |")
+        else:
+            out.append(f"| {t['text']} | {t['op']} {t['threshold']:g} | not measured | {t.get('reason', '')} |")
+    out.append("")
+    return out
+
+
+def performance_section(results_dir: str) -> str:
+    """Markdown for REPORT.md: one block per benchmark JSON (device, torch, date, size; the s/epoch, images/s and
+    ratios of every workload and path; issue 11's targets with measured value and pass/fail)."""
+    good, bad = _load(results_dir)
+    out = ["## Performance (issue 11)", "",
+           "From `./reproduce.sh bench` (benchmarks/bench.py): the engine vs the hand-written loop "
+           "`../shared/bench/baseline_loop.py` (the anchor) on the same machine, interleaved round by round; packed-K "
+           "trains K seeds in one network (throughput counts all K). Ratios are of throughputs (images/s).", ""]
+    if not good:
+        out += ["No benchmark run yet (`./reproduce.sh bench` writes `results/bench/<cpu|cuda>.json`).", ""]
+    for path, rec in good:
+        out += _device_section(path, rec)
+    for path, why in bad:
+        out += [f"- `{os.path.basename(path)}` skipped: {why}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+__all__ = ["performance_section"]
