@@ -189,6 +189,7 @@ def _strip(rec):
     rec.pop("provenance")
     for h in rec["history"]:
         h.pop("seconds")
+        h.pop("train_seconds")
     return rec
 
 
