@@ -218,3 +218,21 @@ def test_kill_9_mid_run_then_resume_gives_the_same_json(tmp_path, data_root, reg
         n_resumed += b["provenance"]["engine"]["resumed_from_epoch"] == 2
     assert n_resumed >= 1 and len(done_before) < len(files)
     assert not list((tmp_path / "k" / "checkpoints").glob("*.resume.pt"))  # deleted once the JSONs are written
+
+
+def test_fast_path_switches_train_and_are_recorded(mnist):
+    """bf16 autocast, channels_last and fused SGD (the CUDA defaults; compile is left to the GPU) also run on the
+    CPU: the record says which were on, and the first-epoch loss stays close to the float32 run's."""
+    sp = spec(0, {"name": "erm"}, {"name": "resnet8"}, subset=64)
+    fast = train(sp, mnist, CPU, options=EngineOptions(amp="bf16", channels_last=True, fused=True))
+    plain = train(sp, mnist, CPU)
+    assert fast["engine"] == {"amp": "bf16", "channels_last": True, "compile": False, "fused": True, "pack": 1,
+                              "resumed_from_epoch": None}
+    assert plain["engine"]["amp"] == "none" and not plain["engine"]["channels_last"]
+    assert fast["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"], rel=0.05)
+    assert EngineOptions.for_device(torch.device("cuda")).record() == {"amp": "bf16", "channels_last": True,
+                                                                     "compile": True, "fused": True}
+    assert EngineOptions.for_device(CPU).record() == {"amp": "none", "channels_last": False, "compile": False,
+                                                      "fused": False}
+    with pytest.raises(ValueError, match="amp"):
+        EngineOptions(amp="fp8")
