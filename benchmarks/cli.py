@@ -309,7 +309,11 @@ def _run_on_ray(args, plans, targets, data_root: str) -> int:
                                options=lambda device: engine_options(args, device), address=args.address,
                                cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                                max_retries=args.max_retries, checkpoints=args.checkpoints)
-    except (RuntimeError, ConnectionError) as e:  # no cluster at --address, a task no node can hold
+    except ConnectionError as e:  # no cluster at --address, or its token is not ours
+        raise UsageError(f"--launcher ray: {e}; with token authentication (Ray's default) this machine needs the "
+                         f"cluster's token ($RAY_AUTH_TOKEN or ~/.ray/auth_token) and, with --address HOST:PORT, "
+                         f"RAY_AUTH_MODE=token") from None
+    except RuntimeError as e:  # a task no node can hold, --device cuda on a cluster without GPUs
         raise UsageError(f"--launcher ray: {e}") from None
     write_report(targets, args.results, report_path(args))
     print(f"report: {report_path(args)}")

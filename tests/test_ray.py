@@ -57,15 +57,22 @@ def test_gpu_share_by_model():
 
 def test_ray_gives_the_local_launchers_runs(cluster, tmp_path, data_root):
     plans = table4_mlp()
-    assert run_plans(plans, data_root, str(tmp_path / "local"), torch.device("cpu")) == 0
-    assert run_plans_ray(plans, data_root, str(tmp_path / "ray"), "cpu") == 0
+    snaps = {plans[0].run_id: {1}}  # per-example loss snapshots (and their embedding) come back from the worker
+    assert run_plans(plans, data_root, str(tmp_path / "local"), torch.device("cpu"), snapshots=snaps) == 0
+    assert run_plans_ray(plans, data_root, str(tmp_path / "ray"), "cpu", snapshots=snaps) == 0
     local, remote = records(tmp_path / "local"), records(tmp_path / "ray")
     assert set(remote) == set(local) == {p.run_id for p in plans}
     for rid, rec in remote.items():
         assert problems(rec) == [] and rec["status"] == "ok"
         assert rec["provenance"]["launcher"] == "ray"
+        for key in ("git_sha", "git_dirty", "argv"):  # the driver's, whose source tree the workers run
+            assert rec["provenance"][key] == local[rid]["provenance"][key]
         assert rec["final_test_acc"] == local[rid]["final_test_acc"]  # on CPU: the same numbers
         assert rec["history"][0]["train_loss"] == pytest.approx(local[rid]["history"][0]["train_loss"], rel=1e-5)
+    a, b = local[plans[0].run_id]["extras"]["snapshots"], remote[plans[0].run_id]["extras"]["snapshots"]
+    assert b["epochs"] == a["epochs"] == [1] and os.path.isfile(tmp_path / b["file"])
+    assert os.path.isfile(tmp_path / b["embedding"]) and b["embedding"].replace("ray", "local") == a["embedding"]
+    assert "snapshots" not in remote[plans[1].run_id]["extras"]
     assert run_plans_ray(plans, data_root, str(tmp_path / "ray"), "cpu") == 0  # all done: nothing submitted
     assert records(tmp_path / "ray") == remote
 
@@ -127,3 +134,20 @@ def test_a_run_held_by_another_driver_is_not_submitted(cluster, tmp_path, data_r
     finally:
         lock.close()
     assert index_results(res) == {}
+
+
+def test_cli_launcher_ray(cluster, tmp_path, data_root, monkeypatch, capsys):
+    """`--launcher ray` through the command line (on the instance already up); Ray flags need it."""
+    from benchmarks.cli import main
+
+    monkeypatch.setenv("CLREPRO_DATA", data_root)
+    args = ["blcl-table4", "--budget", "smoke", "--filter", "row=mlp variant=erm ", "--seeds", "0",
+            "--results", str(tmp_path / "results"), "--no-download"]
+    assert main(args + ["--address", "auto"]) == 2 and "needs --launcher ray" in capsys.readouterr().err
+    assert main(args + ["--launcher", "ray", "--max-retries", "1"]) == 0
+    assert [r["status"] for r in records(tmp_path / "results").values()] == ["ok"]
+    assert os.path.isfile(tmp_path / "REPORT.md")
+    assert main(args + ["--launcher", "ray", "--cpus-per-run", "64"]) == 0  # all done: nothing to submit
+    other = [str(tmp_path / "other") if a == str(tmp_path / "results") else a for a in args]
+    other += ["--launcher", "ray", "--cpus-per-run", "64"]
+    assert main(other) == 2 and "no Ray node can hold" in capsys.readouterr().err

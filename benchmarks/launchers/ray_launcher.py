@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 
 from tqdm import tqdm
@@ -90,7 +91,7 @@ def train_task(job: dict, *teacher_blobs):
         device = resolve_device(job["device"])
     except RuntimeError as e:
         return _failed_outs(plans, environment(torch.device("cpu")), f"RuntimeError: {e}")
-    env = {**environment(device), "launcher": "ray"}
+    env = {**environment(device), **job["driver"], "launcher": "ray"}  # the code is the driver's tree
     options = job["options"]
     once = job.get("fault_once_dir")
     if options.kill_at_epoch and once:  # fault injection: only the first attempt of this group dies
@@ -134,11 +135,12 @@ def dataset_info(name: str, data_root: str, download: bool):
 
 def init_kwargs(address: str | None, data_root: str, num_cpus: int | None = None) -> dict:
     """ray.init arguments: connect to `address` (auto | HOST:PORT) shipping this source tree as the job's
-    working_dir, or start a local instance whose workers import this tree and read the driver's data root."""
+    working_dir, or start a new local instance (even where a cluster already runs on this machine) whose workers
+    import this tree and read the driver's data root."""
     if address:
         return {"address": address, "runtime_env": {"working_dir": ROOT, "excludes": UPLOAD_EXCLUDES}}
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-    return {"num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False,
+    return {"address": "local", "num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False,
             "runtime_env": {"env_vars": {"PYTHONPATH": path, "CLREPRO_DATA": os.path.abspath(data_root)}}}
 
 
@@ -221,6 +223,7 @@ def _drive(ray, plans, data_root, results, device, fail_fast, download, cache, s
                f"as Ray tasks on {kind} ({ray.cluster_resources().get('CPU', 0):g} CPU, {gpus_total:g} GPU in the "
                f"cluster; max {max_retries} retries per task)")
     teacher_ids = {t.run_id for p in plans for t in teacher_plans(p).values()}
+    matrix = {p.run_id for p in plans}  # failures counted, as by the local launcher (a failed teacher fails its students)
     once = os.environ.get("CLREPRO_FAULT_ONCE_DIR")
     nodes_info = ray.nodes()
     task = ray.remote(num_returns=2)(train_task)
@@ -240,7 +243,7 @@ def _drive(ray, plans, data_root, results, device, fail_fast, download, cache, s
         check_feasible(float(cpus_per_run), gpus_for(group, gpus_per_run) if kind == "cuda" else 0.0, nodes_info)
 
     def submit(group: list[Plan], locks: list) -> _Node:
-        args, teachers, roles_of, deps = [], [], [], []
+        args, roles_of, deps = [], [], []
         for plan in group:
             roles = {}
             for role, tplan in teacher_plans(plan).items():
@@ -256,6 +259,7 @@ def _drive(ray, plans, data_root, results, device, fail_fast, download, cache, s
         resume = resume_path(results, group, checkpoints) if (checkpoints or local_resume) else None
         job = {"plans": group, "teachers": roles_of, "data_root": data_root, "download": download, "device": kind,
                "cpus": cpus, "options": options, "checkpoint": resume, "fault_once_dir": once,
+               "driver": {k: driver_env[k] for k in ("git_sha", "git_dirty", "argv")},
                "keep_state": {p.run_id for p in group if p.run_id in teacher_ids},
                "snapshots": {p.run_id: snapshots[p.run_id] for p in group if p.run_id in snapshots},
                "have_embeddings": present_embeddings(results)}
@@ -327,7 +331,7 @@ def _drive(ray, plans, data_root, results, device, fail_fast, download, cache, s
                 outs, blobs = ray.get(node.refs)
                 where = ""
             except ray.exceptions.RayError as e:  # the worker or node died past the retries, or a teacher did
-                cause = str(e).strip().splitlines()
+                cause = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()  # no terminal colours
                 error = (f"{type(e).__name__} (Ray task failed after up to {max_retries} retries): "
                          + "\n".join(cause[:20]))
                 outs = [(failed_record(p, driver_env, error), None, None) for p in node.plans]
@@ -342,7 +346,7 @@ def _drive(ray, plans, data_root, results, device, fail_fast, download, cache, s
             for plan, rec in zip(node.plans, recs):
                 report_line(plan, rec, len(node.plans), where)
             bar.update(len(node.plans))
-            return n_failed + sum(r["status"] == "failed" for r in recs)
+            return n_failed + sum(r["status"] == "failed" and r["run_id"] in matrix for r in recs)
 
         pending = {node.refs[0]: node for node in all_nodes}
         while pending:
