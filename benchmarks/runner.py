@@ -10,6 +10,11 @@ checkpoint. The runner trains the teacher first, once, under its own lock, write
 (checkpoints/<teacher_id>.pt, sha256 recorded in the teacher's JSON) and then its JSON; the student's run id
 covers the teacher's spec. A missing or corrupt checkpoint (sha256 differs from the record) is retrained, never
 used; the teacher's previous record is then kept as <teacher_id>.superseded-<k>.json.
+
+Training and writing are separate: `train_records` trains a run or packed group and returns its records (no file
+but the mid-run checkpoint); `write_records` writes snapshots, checkpoints and JSONs into the results folder. The
+local launcher (`run_plans`) does both in this process; the Ray launcher (`benchmarks.launchers.ray_launcher`)
+trains on workers and writes on the driver.
 """
 from __future__ import annotations
 
