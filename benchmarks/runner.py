@@ -271,7 +271,7 @@ class _Session:
         self.env = environment(device)
         self.cache: dict = {}
         self.teacher_ids = teacher_ids
-        self.options = options or EngineOptions()
+        self.options = options or EngineOptions.for_device(device)  # the fast path on CUDA unless told
 
     def run(self, plan: Plan, role_states=None, add_extras=None) -> dict:
         return self.run_group([plan], [role_states], [add_extras])[0]
