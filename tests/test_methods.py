@@ -338,3 +338,22 @@ def test_kd_steps_only_the_student():
     m.train_step(Batch(x=x, y=ctx.train_labels, idx=torch.arange(5)), ctx)
     assert ctx.updates == ["student"]
     assert all(torch.equal(v, ctx.nets["teacher"].state_dict()[k]) for k, v in t_before.items())
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_a_methods_own_ce_is_the_ce_of_its_logits(name, splits, monkeypatch):
+    """The engine takes `StepOut.ce` for its CE statistics instead of computing them again: where a method gives
+    it, it must be the per-sample CE of the reported logits against the batch labels."""
+    cls = method_class(name)
+    real = cls.train_step
+
+    def spy(self, batch, ctx):
+        out = real(self, batch, ctx)
+        if out.ce is not None:
+            expect = F.cross_entropy(out.logits.float(), batch.y, reduction="none")
+            torch.testing.assert_close(out.ce.float(), expect)
+        return out
+
+    monkeypatch.setattr(cls, "train_step", spy)
+    spec = toy_spec(full_method(name), epochs=1)
+    assert train(spec, splits, CPU, role_states=frozen_states(spec, splits))["status"] == "ok"
