@@ -31,26 +31,20 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _pack(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"--pack {text!r}: expected auto or an integer >= 1")
-    return k
-
-
-def _nonneg(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        k = -1
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"--checkpoint-every {text!r}: expected an integer >= 0")
-    return k
+def _int_at_least(flag: str, low: int, also: tuple[str, ...] = ()):
+    """An argparse type: an integer >= `low` (or one of the words in `also`), naming `flag` when it is not."""
+    def parse(text: str) -> int | str:
+        if text in also:
+            return text
+        try:
+            k = int(text)
+        except ValueError:
+            k = low - 1
+        if k < low:
+            words = "".join(f"{w} or " for w in also)
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected {words}an integer >= {low}")
+        return k
+    return parse
 
 
 def engine_options(args, device):
@@ -70,16 +64,6 @@ def _positive(text: str) -> float:
     if not x > 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0")
     return x
-
-
-def _retries(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        k = -1
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"--max-retries {text!r}: expected an integer >= 0")
-    return k
 
 
 def _regex(text: str) -> re.Pattern:
@@ -106,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
     p.add_argument("--no-download", action="store_true", default=bool(os.environ.get("CLREPRO_NO_DOWNLOAD")),
                    help="never download a missing dataset (default when $CLREPRO_NO_DOWNLOAD is set)")
-    p.add_argument("--pack", type=_pack, default="auto",
+    p.add_argument("--pack", type=_int_at_least("--pack", 1, ("auto",)), default="auto",
                    help="K: train up to K seeds of one spec together in one packed network (1: never); auto: 4 on "
                         "CUDA, 1 on CPU. Methods with per-run state decline (README: Packed runs)")
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
@@ -114,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
                         "(auto: on for CUDA, off for CPU); recorded in each JSON under provenance.engine")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile within the fast path (auto: on for CUDA)")
-    p.add_argument("--checkpoint-every", type=_nonneg, default=0, metavar="EPOCHS",
+    p.add_argument("--checkpoint-every", type=_int_at_least("--checkpoint-every", 0), default=0, metavar="EPOCHS",
                    help="save a resumable mid-run checkpoint every EPOCHS epochs (default 0: every 5 minutes)")
     p.add_argument("--checkpoints", default=None, metavar="DIR",
                    help="folder of the mid-run checkpoints (default: checkpoints/ beside the results); with "
@@ -130,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-run", type=_positive, default=None, metavar="F",
                    help="with --launcher ray on GPUs: GPUs each run asks for (default: by model, e.g. 0.25 for "
                         "ResNet-20, 1 for WRN/DenseNet)")
-    p.add_argument("--max-retries", type=_retries, default=2,
+    p.add_argument("--max-retries", type=_int_at_least("--max-retries", 0), default=2,
                    help="with --launcher ray: retries of a task whose worker or node dies (default 2); then the "
                         "run is recorded failed")
     p.add_argument("--targets", default=TARGET_DIR, help="folder of target YAML files (default: benchmarks/targets)")

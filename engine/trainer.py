@@ -385,7 +385,8 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
         m = build_method(mspec.pop("name"), mspec, splits.num_classes, len(datas[-1].y_train))
         method = method or m
         slot_nets.append(build_nets(m, spec, splits, device, role_states[k]))
-    n = len(datas[0].y_train)
+    d0 = datas[0]
+    n = len(d0.y_train)
     if k_slots == 1:
         modules = slot_nets[0]
     else:
@@ -407,7 +408,7 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
     schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in trainable}
     ctx = _Context(calls, optimizers, datas[0], splits.num_classes, device, modules=modules, packed=k_slots)
     ctx.num_epochs = epochs
-    stacked_labels = torch.cat([d.y_train for d in datas])
+    stacked_labels = d0.y_train if k_slots == 1 else torch.cat([d.y_train for d in datas])
     ctx.train_labels = stacked_labels  # packed: indexed by batch.idx = slot * n + sample
     for r in trainable:
         modules[r].train()
@@ -439,7 +440,6 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
         start = resumed = saved["epoch"]
         set_rng_state(saved["rng"], gens)
     last_save = time.perf_counter()
-    d0 = datas[0]
     for epoch in range(start, epochs):
         if not any(active):
             break
@@ -515,12 +515,10 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
                 snapshots[k][f"ce_{epoch + 1}"] = ce_buf[k * n : (k + 1) * n].detach().cpu().clone()
                 snapshots[k][f"loss_{epoch + 1}"] = loss_buf[k * n : (k + 1) * n].detach().cpu().clone()
             recs[k] = rec
-        if k_slots == 1:
-            extras = method.on_epoch_end(epoch, ctx, d0.noisy_mask)
-        else:
-            extras = method.on_epoch_end(epoch, ctx, torch.cat([d.noisy_mask for d in datas]))
-            if extras:
-                raise ValueError(f"method {method.name!r} returns per-epoch extras: it cannot be packed")
+        noisy = d0.noisy_mask if k_slots == 1 else torch.cat([d.noisy_mask for d in datas])
+        extras = method.on_epoch_end(epoch, ctx, noisy)
+        if extras and k_slots > 1:
+            raise ValueError(f"method {method.name!r} returns per-epoch extras: it cannot be packed")
         seconds = time.perf_counter() - t0
         for k, rec in enumerate(recs):
             if rec is None:
