@@ -22,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 
 from .schema import problems
-from .spec import canonical
+from .spec import canonical, seedless
 
 FINISHED = ("ok", "diverged")
 RUN_FILE = re.compile(r"^[0-9a-f]{12}\.json$")
@@ -102,8 +102,8 @@ def archive(path: str, tag: str = "failed") -> str:
 
 
 def cell_key(spec: dict) -> str:
-    """Everything but the seed: the runs of one table cell."""
-    return canonical({k: v for k, v in spec.items() if k != "seed"})
+    """Everything but the seeds (the run's and its teachers'): the runs of one table cell."""
+    return canonical(seedless(spec))
 
 
 def load_records(results: str) -> tuple[dict[str, list[dict]], dict[str, str]]:

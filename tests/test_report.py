@@ -234,3 +234,23 @@ def test_noise_study_figures_and_per_rate_claims(tmp_path):
     sig = sigma_frame(by_cell)
     assert set(sig["samples"]) == {"clean", "corrupted"}
     assert sig[(sig.rate == 0.8) & (sig.samples == "corrupted")]["sigma"].tolist() == [1.8, 1.8]
+
+
+def test_teacher_per_seed_cells_report_every_seed(tmp_path):
+    """ext-distill-fashion: each student seed learns from the teacher of its own seed, so the students' specs
+    differ in the teacher's seed too; all three seeds are one cell (a regression: only seed 0 was counted)."""
+    t = TARGETS["ext-distill-fashion"]
+    plans = t.plans("full")
+    kd = [p for p in plans if p.variant == "kd"]
+    assert len({p.spec["roles"]["teacher"]["from_run"]["seed"] for p in kd}) == 3  # the premise
+    for plan in plans:
+        if plan.variant in ("erm", "kd"):
+            rec = record(plan, 80.0 + plan.spec["seed"] + (plan.variant == "kd"),
+                         teacher=90.0 if plan.variant == "kd" else None)
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
+    text = write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
+    kd_line = next(ln for ln in text.splitlines() if "| kd |" in ln)
+    assert "82.00 ± 1.00 (n=3)" in kd_line and "90.00 ± 0.00 (n=3)" in kd_line, kd_line
+    claim = _line(text, "| KD improves the student over training alone | kd vs erm")
+    assert "+1.00 [" in claim, claim
+    assert "| EXT Study: curriculum distillation on Fashion-MNIST | 6 / 12 |" in text
