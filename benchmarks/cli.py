@@ -95,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
                         "CUDA, 1 on CPU. Methods with per-run state decline (README: Packed runs)")
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
                    help="GPU fast path: bf16 autocast, channels_last, torch.compile, fused optimizers "
-                        "(auto: on for CUDA, off for CPU); recorded in each JSON under provenance.engine")
+                        "(auto: all on for CUDA; on the CPU only the fused optimizers); recorded in each JSON under "
+                        "provenance.engine")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile within the fast path (auto: on for CUDA)")
     p.add_argument("--checkpoint-every", type=_int_at_least("--checkpoint-every", 0), default=0, metavar="EPOCHS",

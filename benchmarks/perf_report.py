@@ -52,6 +52,14 @@ def _device_section(path: str, rec: dict) -> list[str]:
                 out.append(f"| {name} | {pname} | {p['epoch_s']:.3f} | {p['epoch_s_median']:.3f} "
                            f"| {p['images_per_s']:.0f} | {ratio} |")
     out.append("")
+    for name, w in rec["workloads"].items():
+        b = w.get("bound") or {}
+        if b.get("status") == "ok":
+            out += [f"Packing bound ({name}, K={b['k']}, batch {b['batch']}, min of {b['rounds']} x {b['steps']} "
+                    f"steps): {b['what']}: {1000 * b['single_step_s']:.3f} ms vs {1000 * b['packed_step_s']:.3f} ms "
+                    f"per step, {b['ratio']:.2f}x.", ""]
+        elif b:
+            out += [f"Packing bound ({name}): {b.get('status')} ({b.get('reason')}).", ""]
     notes = [n for w in rec["workloads"].values() for n in w.get("notes", [])]
     if notes:
         out += [f"- {n}" for n in notes] + [""]
@@ -66,7 +74,9 @@ def _device_section(path: str, rec: dict) -> list[str]:
     for t in rec.get("targets", []):
         m = t["measured"]
         if isinstance(m, (int, float)):
-            out.append(f"| {t['text']} | {t['op']} {t['threshold']:g} | {m:.3f} | {'pass' if t['pass'] else 'FAIL'} |")
+            note = f" ({t['bound_note']})" if t.get("bound_note") else ""
+            out.append(f"| {t['text']} | {t['op']} {t['threshold']:g} | {m:.3f} | "
+                       f"{'pass' if t['pass'] else 'FAIL'}{note} |")
         else:
             out.append(f"| {t['text']} | {t['op']} {t['threshold']:g} | not measured | {t.get('reason', '')} |")
     out.append("")

@@ -8,7 +8,11 @@ Fast path (issue 11), on by default on CUDA and off on CPU:
 - `channels_last`: networks and image batches in NHWC memory layout (tensor-core convolutions);
 - `compile`: `torch.compile` of every network; the compiled code is cached per architecture and input shape,
   so later runs of one shape in the same process reuse it;
-- `fused`: fused optimizer kernels (`SGD(fused=True)`, `Adam(fused=True)`) where the optimizer has them.
+- `fused`: fused optimizer kernels (`SGD(fused=True)`, `Adam(fused=True)`) where the optimizer has them. Unlike
+  the other three this one is on by default on the CPU too (`--fast off` turns it off): torch has the fused
+  kernels for the CPU, they apply the same update rule in one pass over the parameters instead of a loop of
+  element-wise ops per tensor, and differ from the loop only by float rounding (about 1e-8 on weights after 50
+  SGD steps); measured on the 2-core bench machine: 5% less time per MNIST-MLP step.
 The data is already resident on the device as uint8 and augmented there, and counters stay on the device until
 the epoch ends (see `engine.trainer`).
 """
@@ -42,13 +46,14 @@ class EngineOptions:
 
     @classmethod
     def for_device(cls, device: torch.device, fast: str = "auto", compile: str = "auto", **kw) -> "EngineOptions":
-        """`fast`: auto (on for CUDA, off otherwise) | on | off; `compile` likewise, within the fast path."""
+        """`fast`: auto (on for CUDA; on the CPU only `fused`) | on | off; `compile` likewise, within the fast
+        path."""
         for name, v in (("fast", fast), ("compile", compile)):
             if v not in ("auto", "on", "off"):
                 raise ValueError(f"{name}={v!r}; allowed: auto, on, off")
         on = fast == "on" or (fast == "auto" and device.type == "cuda")
         comp = on and (compile == "on" or (compile == "auto" and device.type == "cuda"))
-        return cls(amp="bf16" if on else "none", channels_last=on, compile=comp, fused=on, **kw)
+        return cls(amp="bf16" if on else "none", channels_last=on, compile=comp, fused=fast != "off", **kw)
 
     def record(self) -> dict:
         """The switches that change how numbers are computed (not where checkpoints go)."""

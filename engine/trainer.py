@@ -180,7 +180,9 @@ class _Context:
 
     def update(self, role: str, loss: torch.Tensor) -> None:
         opt = self.optimizers[role]
-        opt.zero_grad(set_to_none=True)
+        for group in opt.param_groups:  # = opt.zero_grad(set_to_none=True), without its profiler scope per step
+            for p in group["params"]:
+                p.grad = None
         for s in self.steppers[role]:
             s.zero_grad(set_to_none=True)
         # a packed batch's mean is 1/K of the sum of the K runs' means: scale so each slot gets its own gradient
@@ -300,6 +302,17 @@ def group_key(spec: dict) -> str:
     if "roles" in top:
         top["roles"] = strip(top["roles"])
     return json.dumps(top, sort_keys=True, separators=(",", ":"))
+
+
+def epoch_sequence(orders: list[torch.Tensor], bs: int, n: int) -> torch.Tensor:
+    """The epoch's training samples in the order the steps see them: one run's order, or for K packed runs each
+    step's K batches slot-major (slot k's sample i at k * n + i), step after step. Step s trains positions
+    [K * s * bs, K * min((s + 1) * bs, L)) of it."""
+    if len(orders) == 1:
+        return orders[0]
+    k = len(orders)
+    stacked = torch.stack(orders) + torch.arange(k, device=orders[0].device).view(-1, 1) * n
+    return torch.cat([chunk.flatten() for chunk in stacked.split(bs, dim=1)])
 
 
 def spec_key(spec: dict) -> str:
@@ -449,39 +462,49 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
         chosen = method.epoch_indices(epoch, ctx)
         pool = torch.arange(n) if chosen is None else chosen.cpu()
         orders = [pool[torch.randperm(len(pool), generator=g)].to(device) for g in g_order]
+        seq = epoch_sequence(orders, bs, n)  # the epoch's samples in training order (slot-major within a step)
+        y_seq = stacked_labels[seq]
+        # per-step statistics go to contiguous slices of position-ordered buffers (a copy, no index_put) and are
+        # scattered to the per-sample buffers once the epoch ends
+        loss_pos = torch.empty(len(seq), device=device)
+        pred_pos = torch.empty(len(seq), dtype=torch.long, device=device)
+        ce_pos: torch.Tensor | None = None
+        log_pos: dict[str, torch.Tensor] = {}
         sums: dict[str, torch.Tensor] = {}
-        ce_aliased = False
         for i in range(0, len(pool), bs):
             ctx.progress = (epoch + i / len(pool)) / epochs  # also right when a curriculum uses a subset
+            lo, hi = k_slots * i, k_slots * min(i + bs, len(pool))
+            idx, y = seq[lo:hi], y_seq[lo:hi]
             if k_slots == 1:
-                idx = orders[0][i : i + bs]
-                x, y = d0.train_batch(idx, augment, g_aug[0]), d0.y_train[idx]
+                x = d0.train_batch(idx, augment, g_aug[0])
             else:
-                parts = [o[i : i + bs] for o in orders]
-                x = torch.cat([d.train_batch(p, augment, g) for d, p, g in zip(datas, parts, g_aug)])
-                idx = torch.cat([p + k * n for k, p in enumerate(parts)])
-                y = stacked_labels[idx]
+                x = torch.cat([d.train_batch(o[i : i + bs], augment, g) for d, o, g in zip(datas, orders, g_aug)])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with opts.autocast(device):
                 out = method.train_step(Batch(x=x, y=y, idx=idx), ctx)
-            loss_buf[idx] = out.loss.float()
-            if out.ce is not out.loss:  # else the CE is the objective: ce_buf is loss_buf (aliased below)
-                ce_buf[idx] = (out.ce if out.ce is not None
-                               else F.cross_entropy(out.logits.float(), y, reduction="none")).float()
-            else:
-                ce_aliased = True
-            ok_buf[idx] = out.logits.argmax(1) == y
+            loss_pos[lo:hi].copy_(out.loss)
+            if out.ce is not out.loss or ce_pos is not None:  # else the CE is the objective: loss_pos serves
+                if ce_pos is None:
+                    ce_pos = loss_pos.clone()  # the steps so far had CE = objective
+                ce = out.ce if out.ce is not None else F.cross_entropy(out.logits.float(), y, reduction="none")
+                ce_pos[lo:hi].copy_(ce)
+            torch.argmax(out.logits, 1, out=pred_pos[lo:hi])
             for key, v in out.logs.items():
                 if v.dim():  # per-sample
-                    if key not in log_bufs:
-                        log_bufs[key] = torch.zeros(k_slots * n, device=device)
-                    log_bufs[key][idx] = v.float()
+                    if key not in log_pos:
+                        log_pos[key] = torch.empty(len(seq), device=device)
+                    log_pos[key][lo:hi].copy_(v)
                 elif k_slots > 1:
                     raise ValueError(f"method {method.name!r} logs {key!r} as a batch scalar: packed runs need "
                                      f"per-sample logs")
                 else:
-                    sums[key] = sums.get(key, 0) + v * len(idx)
+                    sums[key] = sums.get(key, 0) + v * (hi - lo)
+        loss_buf[seq] = loss_pos
+        ce_buf[seq] = loss_pos if ce_pos is None else ce_pos
+        ok_buf[seq] = pred_pos == y_seq
+        for key, v in log_pos.items():
+            log_bufs.setdefault(key, torch.zeros(k_slots * n, device=device))[seq] = v
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # once per epoch, so that train_seconds is the training time
         train_seconds = time.perf_counter() - t0
@@ -491,8 +514,6 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
         test = _evaluate_slots(reported, datas, "test", opts)
         val = _evaluate_slots(reported, datas, "val", opts) if d0.y_val is not None else None
         others = {r: _evaluate_slots(calls[r], datas, "test", opts) for r in trainable if r != method.reported}
-        if ce_aliased:
-            ce_buf.copy_(loss_buf)
         recs: list[dict | None] = [None] * k_slots
         for k in range(k_slots):
             if not active[k]:

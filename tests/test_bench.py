@@ -46,6 +46,9 @@ def test_json_contract(tiny):
             assert math.isclose(r["median"], w["paths"][num]["images_per_s_median"]
                                 / w["paths"][den]["images_per_s_median"])
     assert isinstance(mnist["ratios"]["engine/anchor"], dict)
+    b = mnist["bound"]  # the hand-written packing bound: K = 3 on the CPU, with its own per-step times
+    assert b["status"] == "ok" and b["k"] == 3 and b["single_step_s"] > 0 and b["packed_step_s"] > 0
+    assert math.isclose(b["ratio"], 3 * b["single_step_s"] / b["packed_step_s"])
     assert res["overhead"]["mlp500"]["status"] == "ok" and res["overhead"]["mlp500"]["x_erm"]["erm"] == 1.0
     ids = {t["id"]: t for t in res["targets"]}
     assert set(ids) == {"cpu-engine-vs-anchor", "cpu-packed-3"}
@@ -77,3 +80,21 @@ def test_bad_arguments_exit_2(argv, name, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert name in err and argv[1] in err
+
+
+def test_packing_bound_steps_train_both_sides():
+    """The bound's two hand-written steps are real training steps: measured on a tiny size, each positive."""
+    import torch
+
+    b = bench.packing_bound(2, 8, torch.device("cpu"), steps=5, rounds=1)
+    assert b["k"] == 2 and b["steps"] == 5 and 0 < b["ratio"] < 100
+
+
+def test_target_reports_a_bound_below_its_threshold():
+    wl = {"mnist-mlp": {"ratios": {"engine/anchor": {"value": 2.1}, "packed-3/engine": {"value": 0.5}},
+                        "paths": {}, "bound": {"status": "ok", "k": 3, "ratio": 0.9}}}
+    t = {x["id"]: x for x in bench.targets("cpu", "full", wl, {})}
+    assert t["cpu-engine-vs-anchor"]["pass"] is True and t["cpu-packed-3"]["pass"] is False
+    assert t["cpu-packed-3"]["bound"] == 0.9 and "no packing of this step can meet" in t["cpu-packed-3"]["bound_note"]
+    wl["mnist-mlp"]["bound"]["ratio"] = 2.5
+    assert "no packing" not in bench.targets("cpu", "full", wl, {})[1]["bound_note"]

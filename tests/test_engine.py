@@ -303,3 +303,29 @@ def test_per_channel_normalisation():
 
     mean, std = _normalizer([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]], 3, CPU)
     assert mean.shape == (1, 3, 1, 1) and mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("packed", [1, 2])
+def test_per_sample_statistics_belong_to_their_samples(packed):
+    """With lr = 0 the network never changes, so the CE the engine records for sample i (snapshot `ce_1`, written
+    by position in the epoch and scattered back at its end) must be the CE of the initial network on sample i
+    with its (noisy) training label, computed here directly; 250 = 7 x 32 + 26 leaves a partial last batch."""
+    from engine.trainer import prepare, train_group
+    from models import create_model
+
+    splits = _toy_splits(n_train=250)
+    sp = _spec(epochs=1, lr=0.0, noise={"kind": "symmetric", "rate": 0.3})
+    specs = [dict(sp, seed=s) for s in range(packed)]
+    outs = train_group(specs, splits, CPU, keep_state=True, snapshot_epochs=[{1}] * packed)
+    for s, out in zip(specs, outs):
+        net = create_model("mlp500", 2, (1, 4, 4), None, hidden=16, activation="relu")
+        net.load_state_dict(out["state"]["nets"]["model"])
+        data = prepare(splits, s["data"], s["recipe"], s["seed"], CPU)
+        with torch.no_grad():
+            ce = F.cross_entropy(net(data.inputs(data.x_train)), data.y_train, reduction="none")
+        torch.testing.assert_close(out["snapshots"]["ce_1"], ce, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out["snapshots"]["loss_1"], ce, rtol=1e-5, atol=1e-6)  # ERM: objective = CE
+        acc = 100.0 * (net(data.inputs(data.x_train)).argmax(1) == data.y_train).float().mean().item()
+        assert out["history"][0]["train_acc"] == pytest.approx(acc, abs=1e-6)
+    if packed == 2:
+        assert not torch.equal(outs[0]["snapshots"]["ce_1"], outs[1]["snapshots"]["ce_1"])

@@ -72,6 +72,34 @@ def test_packed_runs_equal_unpacked_runs(mnist, name):
     assert len({round(r["history"][0]["train_loss"], 6) for r in packed}) == 3  # each slot is its own seed
 
 
+def test_packed_per_sample_statistics_land_on_their_samples(mnist):
+    """Per-step losses, CEs and logs are written by position in the epoch and scattered to their samples at the
+    epoch's end: a packed slot's per-sample snapshots equal its unpacked run's, with a last partial batch
+    (200 = 6 x 32 + 8) and a method whose objective is not its CE (BLCL, per-sample logs)."""
+    specs = [spec(s, {"name": "blcl"}, {"name": "mlp500"}, subset=200) for s in (0, 1)]
+    single = [train(sp, mnist, CPU, snapshot_epochs={1, 2}) for sp in specs]
+    packed = train_group(specs, mnist, CPU, snapshot_epochs=[{1, 2}, {1, 2}])
+    for a, b in zip(single, packed):
+        for key in ("loss_1", "ce_1", "loss_2", "ce_2"):
+            torch.testing.assert_close(b["snapshots"][key], a["snapshots"][key], rtol=1e-4, atol=1e-5)
+        assert not torch.equal(a["snapshots"]["loss_1"], a["snapshots"]["ce_1"])  # the objective is not the CE
+        assert (a["snapshots"]["loss_1"] > 0).all()  # every sample was written
+        for ha, hb in zip(a["history"], b["history"]):
+            for key in ["train_acc", "train_ce", "teacher_loss", "quartile_share", "quartile_share_by_ce"]:
+                assert hb[key] == pytest.approx(ha[key], rel=1e-4, abs=1e-5), key
+    assert not torch.equal(single[0]["snapshots"]["loss_1"], single[1]["snapshots"]["loss_1"])
+
+
+def test_epoch_sequence_is_each_steps_batches_slot_major():
+    from engine.trainer import epoch_sequence
+
+    orders = [torch.tensor([3, 0, 4, 1, 2]), torch.tensor([1, 2, 0, 4, 3])]
+    seq = epoch_sequence(orders, 2, 5)
+    # step 0: slot 0's [3, 0], slot 1's [1, 2] + 5; step 1: [4, 1], [0, 4] + 5; step 2 (partial): [2], [3] + 5
+    assert seq.tolist() == [3, 0, 6, 7, 4, 1, 5, 9, 2, 8]
+    assert epoch_sequence(orders[:1], 2, 5) is orders[0]
+
+
 def test_packed_batchnorm_network_equals_unpacked(mnist):
     specs = [spec(s, {"name": "erm"}, {"name": "resnet8"}, subset=96) for s in (0, 1)]
     single = [train(sp, mnist, CPU) for sp in specs]
@@ -233,6 +261,7 @@ def test_fast_path_switches_train_and_are_recorded(mnist):
     assert EngineOptions.for_device(torch.device("cuda")).record() == {"amp": "bf16", "channels_last": True,
                                                                      "compile": True, "fused": True}
     assert EngineOptions.for_device(CPU).record() == {"amp": "none", "channels_last": False, "compile": False,
-                                                      "fused": False}
+                                                      "fused": True}  # torch's fused SGD/Adam run on the CPU too
+    assert EngineOptions.for_device(CPU, fast="off").record()["fused"] is False
     with pytest.raises(ValueError, match="amp"):
         EngineOptions(amp="fp8")
