@@ -265,3 +265,30 @@ def test_fast_path_switches_train_and_are_recorded(mnist):
     assert EngineOptions.for_device(CPU, fast="off").record()["fused"] is False
     with pytest.raises(ValueError, match="amp"):
         EngineOptions(amp="fp8")
+
+
+def test_compiled_step_is_reused_across_runs_of_one_shape(mnist):
+    """`torch.compile` (the CUDA default, checked here on the CPU): the second and third runs of one architecture
+    and batch shape compile nothing new (dynamo's frame count stays put), and compiled runs, packed ones
+    included, give the uncompiled losses."""
+    import shutil
+
+    import torch._dynamo.utils as dynamo_utils
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler; none on PATH")
+    base = spec(0, {"name": "erm"}, {"name": "mlp500", "hidden": 32}, rate=0.0, subset=96)
+    base = dict(base, recipe=dict(RECIPE, augment="none", epochs=1))
+    opts = EngineOptions(compile=True)
+    first = train(base, mnist, CPU, options=opts)
+    frames = dynamo_utils.counters["frames"]["total"]
+    assert frames > 0
+    again = [train(dict(base, seed=s), mnist, CPU, options=opts) for s in (1, 2)]
+    assert dynamo_utils.counters["frames"]["total"] == frames  # no recompilation for a new run of one shape
+    plain = [train(dict(base, seed=s), mnist, CPU) for s in (0, 1, 2)]
+    for c, p in zip([first, *again], plain):
+        assert c["engine"]["compile"] and not p["engine"]["compile"]
+        assert c["history"][0]["train_loss"] == pytest.approx(p["history"][0]["train_loss"], rel=1e-5)
+    packed = train_group([dict(base, seed=s) for s in (1, 2)], mnist, CPU, options=opts)
+    for c, p in zip(packed, plain[1:]):
+        assert c["history"][0]["train_loss"] == pytest.approx(p["history"][0]["train_loss"], rel=1e-5)
