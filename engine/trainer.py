@@ -30,6 +30,7 @@ from .checkpoint import rng_state, save as save_checkpoint, set_rng_state
 from .optim import build_optimizer, build_schedule
 from .options import EngineOptions
 from .packing import PackedNet, unpackable_reason
+from .stats import EpochStats
 
 EVAL_BATCH = 1000
 
@@ -464,13 +465,7 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
         orders = [pool[torch.randperm(len(pool), generator=g)].to(device) for g in g_order]
         seq = epoch_sequence(orders, bs, n)  # the epoch's samples in training order (slot-major within a step)
         y_seq = stacked_labels[seq]
-        # per-step statistics go to contiguous slices of position-ordered buffers (a copy, no index_put) and are
-        # scattered to the per-sample buffers once the epoch ends
-        loss_pos = torch.empty(len(seq), device=device)
-        pred_pos = torch.empty(len(seq), dtype=torch.long, device=device)
-        ce_pos: torch.Tensor | None = None
-        log_pos: dict[str, torch.Tensor] = {}
-        sums: dict[str, torch.Tensor] = {}
+        stats = EpochStats(len(seq), splits.num_classes, device)  # per step by position; scattered at the end
         for i in range(0, len(pool), bs):
             ctx.progress = (epoch + i / len(pool)) / epochs  # also right when a curriculum uses a subset
             lo, hi = k_slots * i, k_slots * min(i + bs, len(pool))
@@ -483,28 +478,8 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
                 x = x.contiguous(memory_format=torch.channels_last)
             with opts.autocast(device):
                 out = method.train_step(Batch(x=x, y=y, idx=idx), ctx)
-            loss_pos[lo:hi].copy_(out.loss)
-            if out.ce is not out.loss or ce_pos is not None:  # else the CE is the objective: loss_pos serves
-                if ce_pos is None:
-                    ce_pos = loss_pos.clone()  # the steps so far had CE = objective
-                ce = out.ce if out.ce is not None else F.cross_entropy(out.logits.float(), y, reduction="none")
-                ce_pos[lo:hi].copy_(ce)
-            torch.argmax(out.logits, 1, out=pred_pos[lo:hi])
-            for key, v in out.logs.items():
-                if v.dim():  # per-sample
-                    if key not in log_pos:
-                        log_pos[key] = torch.empty(len(seq), device=device)
-                    log_pos[key][lo:hi].copy_(v)
-                elif k_slots > 1:
-                    raise ValueError(f"method {method.name!r} logs {key!r} as a batch scalar: packed runs need "
-                                     f"per-sample logs")
-                else:
-                    sums[key] = sums.get(key, 0) + v * (hi - lo)
-        loss_buf[seq] = loss_pos
-        ce_buf[seq] = loss_pos if ce_pos is None else ce_pos
-        ok_buf[seq] = pred_pos == y_seq
-        for key, v in log_pos.items():
-            log_bufs.setdefault(key, torch.zeros(k_slots * n, device=device))[seq] = v
+            stats.record(lo, hi, out, y, k_slots > 1, method.name)
+        sums = stats.finish(seq, y_seq, loss_buf, ce_buf, ok_buf, log_bufs)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # once per epoch, so that train_seconds is the training time
         train_seconds = time.perf_counter() - t0

@@ -38,7 +38,8 @@ class Batch:
 
 @dataclass
 class StepOut:
-    loss: torch.Tensor  # per-sample training objective of the reported network, detached, shape (N,)
+    loss: torch.Tensor | None  # per-sample objective of the reported network, detached, (N,); None: it is the
+    # per-sample CE of `logits` against the batch labels (ERM), which the engine computes from the logits it keeps
     logits: torch.Tensor  # reported network's logits, detached
     logs: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample (N,) or batch scalars, epoch means
     ce: torch.Tensor | None = None  # per-sample CE of `logits` when the method computed it anyway (else the engine)

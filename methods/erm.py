@@ -21,10 +21,12 @@ class ERM(Method):
 
     def train_step(self, batch: Batch, ctx: StepContext) -> StepOut:
         logits = ctx.nets["model"](batch.x)
+        if self.objective_is_ce:  # the batch-mean CE; the engine takes the per-sample CE from the logits
+            ctx.update("model", F.cross_entropy(logits, batch.y))
+            return StepOut(loss=None, logits=logits.detach())
         loss = self.objective(logits, batch.y)
         ctx.update("model", loss.mean())
-        loss = loss.detach()
-        return StepOut(loss=loss, logits=logits.detach(), ce=loss if self.objective_is_ce else None)
+        return StepOut(loss=loss.detach(), logits=logits.detach())
 
 
 @register_method

@@ -306,12 +306,18 @@ def test_per_channel_normalisation():
 
 
 @pytest.mark.parametrize("packed", [1, 2])
-def test_per_sample_statistics_belong_to_their_samples(packed):
+@pytest.mark.parametrize("keep_logits", [True, False])
+def test_per_sample_statistics_belong_to_their_samples(packed, keep_logits, monkeypatch):
     """With lr = 0 the network never changes, so the CE the engine records for sample i (snapshot `ce_1`, written
     by position in the epoch and scattered back at its end) must be the CE of the initial network on sample i
-    with its (noisy) training label, computed here directly; 250 = 7 x 32 + 26 leaves a partial last batch."""
+    with its (noisy) training label, computed here directly; 250 = 7 x 32 + 26 leaves a partial last batch. Both
+    ways: from the epoch's kept logits at its end, and per step (logits too many to keep)."""
+    import engine.stats
     from engine.trainer import prepare, train_group
     from models import create_model
+
+    if not keep_logits:
+        monkeypatch.setattr(engine.stats, "LOGITS_KEPT_MAX", 0)
 
     splits = _toy_splits(n_train=250)
     sp = _spec(epochs=1, lr=0.0, noise={"kind": "symmetric", "rate": 0.3})

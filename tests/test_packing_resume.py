@@ -150,15 +150,27 @@ def test_group_key_ignores_only_the_seeds():
 
 
 def test_the_engine_uses_the_methods_own_ce(mnist, monkeypatch):
-    """The per-sample CE a method already computed is reused: for ERM the engine computes none of its own."""
+    """No CE is computed twice per step: ERM computes its batch-mean CE once per step; the per-sample CE (its
+    objective and the CE statistics) comes from one batched pass over the epoch's kept logits; where the logits
+    are too many to keep, once per step instead. A method that gives its own CE (SPL) gets none from the engine."""
+    import engine.stats as st
     import engine.trainer as tr
 
     calls = []
     real = tr.F.cross_entropy
-    monkeypatch.setattr(tr.F, "cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(tr.F, "cross_entropy", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
     train(spec(0, {"name": "erm"}, {"name": "mlp500"}), mnist, CPU)
-    steps, evals = 2 * (192 // 32), 2  # 2 epochs of 6 batches; one test pass (128 images) per epoch
-    assert len(calls) == steps + evals  # ERM's own CE per step and the evaluations: no second CE per step
+    epochs, steps, evals = 2, 2 * (192 // 32), 2  # 2 epochs of 6 batches; one test pass (128 images) per epoch
+    assert calls.count(32) == steps and calls.count(192) == epochs and calls.count(128) == evals
+    assert len(calls) == steps + epochs + evals
+    calls.clear()
+    monkeypatch.setattr(st, "LOGITS_KEPT_MAX", 0)  # keep no logits: the per-sample CE per step
+    train(spec(0, {"name": "erm"}, {"name": "mlp500"}), mnist, CPU)
+    assert calls.count(32) == 2 * steps and len(calls) == 2 * steps + evals
+    calls.clear()
+    monkeypatch.setattr(st, "LOGITS_KEPT_MAX", 1 << 26)
+    train(spec(0, {"name": "spl"}, {"name": "mlp500"}), mnist, CPU)
+    assert calls.count(192) == 0  # SPL's own per-sample CE serves
 
 
 def test_runner_packs_and_each_run_keeps_its_own_id_and_json(tmp_path, data_root):
