@@ -532,8 +532,8 @@ def main(argv=None) -> int:
     if "mnist-mlp" in wl:  # how much any packing of this step could gain on this machine (see packing_bound)
         k_bound = 3 if device.type == "cpu" else 4
         try:
-            wl["mnist-mlp"]["bound"] = packing_bound(k_bound, MNIST_BATCH, device, steps=20 if tiny else 300,
-                                                     rounds=1 if tiny else 3)
+            wl["mnist-mlp"]["bound"] = packing_bound(k_bound, MNIST_BATCH, device, steps=20 if tiny else 200,
+                                                     rounds=1 if tiny else 10)  # short, interleaved rounds
         except Exception as e:
             wl["mnist-mlp"]["bound"] = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
         b = wl["mnist-mlp"]["bound"]
