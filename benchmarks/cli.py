@@ -219,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["packcheck"]:  # packed vs unpacked final accuracies: benchmarks/packcheck.py
+        from .packcheck import main as packcheck_main
+
+        return packcheck_main(argv[1:])
     args = parser().parse_args(argv)
     if os.path.exists(args.results) and not os.path.isdir(args.results):
         print(f"error: --results {args.results!r} is an existing file; name a folder (it is created if missing)",

@@ -20,7 +20,7 @@ def _load(results_dir: str) -> tuple[list[tuple[str, dict]], list[tuple[str, str
         except (OSError, ValueError) as e:
             bad.append((p, f"unreadable: {e}"))
             continue
-        if isinstance(rec, dict) and "workloads" in rec and "device_class" in rec:
+        if isinstance(rec, dict) and "device_class" in rec and ("workloads" in rec or "cells" in rec):
             good.append((p, rec))
     return good, bad
 
@@ -83,6 +83,32 @@ def _device_section(path: str, rec: dict) -> list[str]:
     return out
 
 
+def _num(v, fmt: str = ".2f") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) else "—"
+
+
+def _packcheck_section(path: str, rec: dict) -> list[str]:
+    """`./reproduce.sh packcheck` (benchmarks/packcheck.py): packed vs unpacked final accuracies per seed."""
+    out = [f"### Packed vs unpacked runs ({rec['device_class'].upper()}: {rec['device']})", "",
+           f"File `{os.path.basename(path)}`; target `{rec['target']}` at budget `{rec['budget']}`"
+           + (f", filter `{rec['filter']}`" if rec.get("filter") else "")
+           + f"; K = {rec['pack']}; torch {rec.get('torch')}; date {rec.get('date')}; engine options "
+             f"{rec.get('engine_options')}; {rec.get('wall_seconds')} s in all. Final test accuracy (%) of each run "
+             f"trained alone and packed with the other seeds; a cell agrees when every |packed - unpacked| is at most "
+             f"2 seed std (the unpacked runs' sample std).", "",
+           "| Row | Method | Seed | Unpacked | Packed | Packed − unpacked | Unpacked s | Packed s (group) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rec["runs"]:
+        out.append(f"| {r['row']} | {r['variant']} | {r['seed']} | {_num(r['unpacked'])} | {_num(r['packed'])} "
+                   f"| {_num(r['difference'], '+.2f')} | {_num(r['unpacked_seconds'], '.0f')} "
+                   f"| {_num(r['packed_seconds'], '.0f')} |")
+    out += ["", "| Row | Method | Seeds | Seed std | Max abs difference | Verdict |", "|---|---|---|---|---|---|"]
+    for c in rec["cells"]:
+        out.append(f"| {c['row']} | {c['variant']} | {', '.join(map(str, c['seeds']))} | {_num(c['seed_std'])} "
+                   f"| {_num(c['max_abs_difference'])} | {c['verdict']} |")
+    return out + [""]
+
+
 def performance_section(results_dir: str) -> str:
     """Markdown for REPORT.md: one block per benchmark JSON (device, torch, date, size; the s/epoch, images/s and
     ratios of every workload and path; issue 11's targets with measured value and pass/fail)."""
@@ -94,7 +120,7 @@ def performance_section(results_dir: str) -> str:
     if not good:
         out += ["No benchmark run yet (`./reproduce.sh bench` writes `results/bench/<cpu|cuda>.json`).", ""]
     for path, rec in good:
-        out += _device_section(path, rec)
+        out += _device_section(path, rec) if "workloads" in rec else _packcheck_section(path, rec)
     for path, why in bad:
         out += [f"- `{os.path.basename(path)}` skipped: {why}", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,142 @@
+"""Packed against unpacked runs at a target's own budget: do the final accuracies agree within seed noise (issue 11)?
+
+    ./reproduce.sh packcheck TARGET [--filter F] [--budget full] [--seeds 0,1,2] [--pack 3] [--device cpu|cuda]
+                                    [--out results/bench]
+
+The target's (filtered) runs are trained twice, each time into a scratch results folder: one run at a time
+(pack 1), and K seeds packed into one network (pack K), with the engine options the runner uses on the device.
+`<out>/packcheck-<cpu|cuda>.json` gets, per run id, both final test accuracies and wall seconds, and per cell (the
+runs equal but for their seeds) the unpacked runs' sample std over seeds and the largest |packed - unpacked|; a
+cell agrees when that difference is at most twice the seed std (a packed run is then as close to its unpacked twin
+as another seed is to it). The scratch folders are deleted; the suite's own results/ are never touched.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from .errors import UsageError
+from .store import cell_key, index_results, read_record
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(ROOT, "results", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import _regex, _seeds
+
+    p = argparse.ArgumentParser(prog="reproduce.sh packcheck", description=__doc__.splitlines()[0])
+    p.add_argument("target", help="a target, e.g. blcl-table4")
+    p.add_argument("--filter", type=_regex, default=None, help="regex over run ids and spec fields (key=value)")
+    p.add_argument("--budget", choices=("full", "reduced", "smoke"), default="full")
+    p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: the target's three)")
+    p.add_argument("--pack", type=int, default=3, help="K seeds per packed network (default 3)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", default=DEFAULT_OUT, help="folder of packcheck-<device>.json (default results/bench)")
+    p.add_argument("--data", default=None, help="dataset root (default: $CLREPRO_DATA)")
+    return p
+
+
+def compare(plans, single: dict[str, dict], packed: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    """(per-run rows, per-cell verdicts) from the two sides' records, by run id."""
+    runs, cells = [], {}
+    for p in plans:
+        a, b = single.get(p.run_id), packed.get(p.run_id)
+        row = {"run_id": p.run_id, "row": p.row, "variant": p.variant, "seed": p.spec["seed"],
+               "unpacked": a and a["final_test_acc"], "packed": b and b["final_test_acc"],
+               "unpacked_status": a["status"] if a else "missing", "packed_status": b["status"] if b else "missing",
+               "packed_with": (b or {}).get("provenance", {}).get("engine", {}).get("packed_with"),
+               "unpacked_seconds": a and a["provenance"]["wall_seconds"],
+               "packed_seconds": b and b["provenance"]["wall_seconds"]}
+        ok = isinstance(row["unpacked"], (int, float)) and isinstance(row["packed"], (int, float))
+        row["difference"] = row["packed"] - row["unpacked"] if ok else None
+        runs.append(row)
+        cells.setdefault(cell_key(p.spec), []).append(row)
+    verdicts = []
+    for rows in cells.values():
+        diffs = [r["difference"] for r in rows if r["difference"] is not None]
+        accs = [r["unpacked"] for r in rows if isinstance(r["unpacked"], (int, float))]
+        std = statistics.stdev(accs) if len(accs) >= 2 else None
+        worst = max((abs(d) for d in diffs), default=None)
+        if worst is None or std is None or len(diffs) < len(rows):
+            verdict = "not decided: every seed needs both runs, and two seeds at least"
+        elif worst <= 2 * std:
+            verdict = "agree: every |packed - unpacked| <= 2 seed std"
+        else:
+            verdict = "DIFFER: some |packed - unpacked| > 2 seed std"
+        verdicts.append({"row": rows[0]["row"], "variant": rows[0]["variant"], "seeds": [r["seed"] for r in rows],
+                         "seed_std": std, "max_abs_difference": worst,
+                         "mean_difference": statistics.mean(diffs) if diffs else None, "verdict": verdict})
+    return runs, verdicts
+
+
+def _records(results: str) -> dict[str, dict]:
+    out = {}
+    for run_id, path in index_results(results).items():
+        rec, _ = read_record(path)
+        if rec is not None:
+            out[run_id] = rec
+    return out
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)  # exits 2 on a bad choice, naming the option
+    try:
+        if args.pack < 2:
+            raise UsageError(f"--pack {args.pack}: must be >= 2 (the packed side)")
+        from .bench import device_record
+        from .cli import default_data_root, load_needed
+        from .runner import resolve_device, run_plans
+        from .targets import load_targets, resolve
+
+        targets = load_targets()
+        plans = [pl for t in resolve(args.target, targets) for pl in t.plans(args.budget, args.seeds)]
+        if args.filter is not None:
+            plans = [pl for pl in plans if pl.matches(args.filter)]
+        if not plans:
+            raise UsageError(f"no run of {args.target!r} at budget {args.budget!r} matches the filter")
+        try:
+            device = resolve_device(args.device)
+        except RuntimeError as e:
+            raise UsageError(str(e)) from None
+        data_root = args.data or default_data_root()
+        cache = load_needed(plans, data_root, False)
+    except UsageError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    from engine.options import EngineOptions
+
+    options = EngineOptions.for_device(device)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="clrepro-packcheck-") as tmp:
+        sides = {}
+        for name, pack in (("unpacked", 1), ("packed", args.pack)):
+            res = os.path.join(tmp, name)
+            run_plans(plans, data_root, res, device, download=False, cache=cache, pack=pack, options=options,
+                      checkpoints=os.path.join(tmp, f"{name}-checkpoints"))
+            sides[name] = _records(res)
+    runs, cells = compare(plans, sides["unpacked"], sides["packed"])
+    result = {**device_record(device), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "target": args.target, "budget": args.budget, "filter": args.filter and args.filter.pattern,
+              "pack": args.pack, "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t0, 1),
+              "runs": runs, "cells": cells}
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"packcheck-{device.type}.json")
+    fd, tmp_path = tempfile.mkstemp(dir=args.out, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    os.chmod(tmp_path, 0o644)
+    os.replace(tmp_path, path)
+    for c in cells:
+        print(f"{c['row']} {c['variant']} seeds {c['seeds']}: max |packed - unpacked| {c['max_abs_difference']}, "
+              f"seed std {c['seed_std']}: {c['verdict']}")
+    print(f"wrote {path}")
+    return 0 if all(not c["verdict"].startswith("DIFFER") for c in cells) else 1
