@@ -5,10 +5,11 @@
 
 The target's (filtered) runs are trained twice, each time into a scratch results folder: one run at a time
 (pack 1), and K seeds packed into one network (pack K), with the engine options the runner uses on the device.
-`<out>/packcheck-<cpu|cuda>.json` gets, per run id, both final test accuracies and wall seconds, and per cell (the
-runs equal but for their seeds) the unpacked runs' sample std over seeds and the largest |packed - unpacked|; a
-cell agrees when that difference is at most twice the seed std (a packed run is then as close to its unpacked twin
-as another seed is to it). The scratch folders are deleted; the suite's own results/ are never touched.
+`<out>/packcheck-<target>-<cpu|cuda>.json` gets, per run id, both final test accuracies and wall seconds, and per
+cell (the runs equal but for their seeds) the unpacked runs' sample std over seeds and the largest
+|packed - unpacked|; a cell agrees when that difference is at most twice the seed std (a packed run is then as
+close to its unpacked twin as another seed is to it). The scratch folders are deleted; the suite's own results/
+are never touched.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: the target's three)")
     p.add_argument("--pack", type=int, default=3, help="K seeds per packed network (default 3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--out", default=DEFAULT_OUT, help="folder of packcheck-<device>.json (default results/bench)")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="folder of packcheck-<target>-<device>.json (default results/bench)")
     p.add_argument("--data", default=None, help="dataset root (default: $CLREPRO_DATA)")
     return p
 
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
               "pack": args.pack, "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t0, 1),
               "runs": runs, "cells": cells}
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"packcheck-{device.type}.json")
+    path = os.path.join(args.out, f"packcheck-{args.target}-{device.type}.json")
     fd, tmp_path = tempfile.mkstemp(dir=args.out, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(result, f, indent=1)

@@ -15,7 +15,7 @@ def test_packcheck_smoke_contract(tmp_path, data_root):
     argv = ["blcl-table4", "--budget", "smoke", "--filter", "row=mlp variant=erm ", "--seeds", "0,1", "--pack",
             "2", "--device", "cpu", "--out", str(tmp_path), "--data", data_root]
     rc = packcheck.main(argv)
-    with open(tmp_path / "packcheck-cpu.json") as f:
+    with open(tmp_path / "packcheck-blcl-table4-cpu.json") as f:
         res = json.load(f)
     assert rc in (0, 1)  # 1: a cell differs (two tiny seeds can); the JSON says which
     assert res["target"] == "blcl-table4" and res["budget"] == "smoke" and res["pack"] == 2
