@@ -94,18 +94,22 @@ def _packcheck_section(path: str, rec: dict) -> list[str]:
            + (f", filter `{rec['filter']}`" if rec.get("filter") else "")
            + f"; K = {rec['pack']}; torch {rec.get('torch')}; date {rec.get('date')}; engine options "
              f"{rec.get('engine_options')}; {rec.get('wall_seconds')} s in all. Final test accuracy (%) of each run "
-             f"trained alone and packed with the other seeds; a cell agrees when every |packed - unpacked| is at most "
-             f"2 seed std (the unpacked runs' sample std).", "",
+             f"trained alone and packed with the other seeds. A packed run starts as its unpacked twin but float "
+             f"rounding parts their trajectories, so each pair is two draws of one seed's training; a cell agrees "
+             f"when the paired 95% t interval of packed − unpacked contains 0 (no systematic shift).", "",
            "| Row | Method | Seed | Unpacked | Packed | Packed − unpacked | Unpacked s | Packed s (group) |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rec["runs"]:
         out.append(f"| {r['row']} | {r['variant']} | {r['seed']} | {_num(r['unpacked'])} | {_num(r['packed'])} "
                    f"| {_num(r['difference'], '+.2f')} | {_num(r['unpacked_seconds'], '.0f')} "
                    f"| {_num(r['packed_seconds'], '.0f')} |")
-    out += ["", "| Row | Method | Seeds | Seed std | Max abs difference | Verdict |", "|---|---|---|---|---|---|"]
-    for c in rec["cells"]:
-        out.append(f"| {c['row']} | {c['variant']} | {', '.join(map(str, c['seeds']))} | {_num(c['seed_std'])} "
-                   f"| {_num(c['max_abs_difference'])} | {c['verdict']} |")
+    out += ["", "| Row | Method | Seeds | Packed − unpacked [95% interval] | Max abs difference | Seed std | Verdict |",
+            "|---|---|---|---|---|---|---|"]
+    for c in [*rec["cells"], *([dict(rec["pooled"], row="all", variant="pooled")] if rec.get("pooled") else [])]:
+        iv = c.get("interval")
+        mean = f"{c['mean_difference']:+.2f} [{iv[0]:+.2f}, {iv[1]:+.2f}]" if iv else "—"
+        out.append(f"| {c['row']} | {c['variant']} | {', '.join(map(str, c['seeds']))} | {mean} "
+                   f"| {_num(c['max_abs_difference'])} | {_num(c['seed_std'])} | {c['verdict']} |")
     return out + [""]
 
 

@@ -27,8 +27,10 @@ def test_packcheck_smoke_contract(tmp_path, data_root):
         assert sorted(r["packed_with"]) == sorted(x["run_id"] for x in res["runs"])  # really trained packed
     (cell,) = res["cells"]
     assert cell["seeds"] == [0, 1] and cell["max_abs_difference"] == max(abs(r["difference"]) for r in res["runs"])
-    assert cell["verdict"].startswith("agree") == (cell["max_abs_difference"] <= 2 * cell["seed_std"])
-    assert (rc == 0) == cell["verdict"].startswith("agree")
+    lo, hi = cell["interval"]
+    assert cell["verdict"].startswith("agree") == (lo <= 0 <= hi)
+    assert cell["mean_difference"] == pytest.approx(sum(r["difference"] for r in res["runs"]) / 2)
+    assert res["pooled"]["n"] == 2 and (rc == 0) == cell["verdict"].startswith("agree")
     assert sorted(os.listdir(os.path.join(ROOT, "results", "runs"))) == before
     text = performance_section(str(tmp_path))
     assert "### Packed vs unpacked runs (CPU" in text and "| mlp | erm | 0 |" in text and cell["verdict"] in text
@@ -46,11 +48,14 @@ def test_compare_verdicts():
         return {p.run_id: {"final_test_acc": a, "status": "ok", "provenance": {"wall_seconds": 1.0}}
                 for p, a in zip(plans, accs)}
 
+    # differences -0.5, 0, +0.5: mean 0, paired interval about +-1.24: agree
     _, (cell,) = packcheck.compare(plans, recs([90.0, 91.0, 92.0]), recs([90.5, 91.0, 91.5]))
     assert cell["seed_std"] == pytest.approx(1.0) and cell["max_abs_difference"] == pytest.approx(0.5)
+    assert cell["mean_difference"] == pytest.approx(0.0) and cell["interval"][1] == pytest.approx(1.2421, abs=1e-3)
     assert cell["verdict"].startswith("agree")
-    _, (cell,) = packcheck.compare(plans, recs([90.0, 91.0, 92.0]), recs([93.0, 91.0, 92.0]))
-    assert cell["verdict"].startswith("DIFFER")
+    # packed 2.9-3.1 points above every seed: a systematic shift
+    _, (cell,) = packcheck.compare(plans, recs([90.0, 91.0, 92.0]), recs([93.0, 94.1, 94.9]))
+    assert cell["verdict"].startswith("DIFFER") and cell["interval"][0] > 0
     _, (cell,) = packcheck.compare(plans, recs([90.0, 91.0, 92.0]), {"a": recs([90.0])["a"]})
     assert cell["verdict"].startswith("not decided")
 
