@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                       checkpoints=os.path.join(tmp, f"{name}-checkpoints"))
             sides[name] = _records(res)
     runs, cells = compare(plans, sides["unpacked"], sides["packed"])
-    pooled = _verdict(runs)
+    pooled = dict(_verdict(runs), seed_std=None)  # across methods: no one seed std
     result = {**device_record(device), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "target": args.target, "budget": args.budget, "filter": args.filter and args.filter.pattern,
               "pack": args.pack, "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -105,7 +105,8 @@ def _packcheck_section(path: str, rec: dict) -> list[str]:
                    f"| {_num(r['packed_seconds'], '.0f')} |")
     out += ["", "| Row | Method | Seeds | Packed − unpacked [95% interval] | Max abs difference | Seed std | Verdict |",
             "|---|---|---|---|---|---|---|"]
-    for c in [*rec["cells"], *([dict(rec["pooled"], row="all", variant="pooled")] if rec.get("pooled") else [])]:
+    pooled = [dict(rec["pooled"], row="all", variant="pooled", seed_std=None)] if rec.get("pooled") else []
+    for c in [*rec["cells"], *pooled]:
         iv = c.get("interval")
         mean = f"{c['mean_difference']:+.2f} [{iv[0]:+.2f}, {iv[1]:+.2f}]" if iv else "—"
         out.append(f"| {c['row']} | {c['variant']} | {', '.join(map(str, c['seeds']))} | {mean} "
