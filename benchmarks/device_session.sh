@@ -12,6 +12,8 @@
 #   table4  the ResNet-20 row of blcl-table4 (MNIST, 160 epochs, 9 runs, packed) -> $OUT/runs/*.json; it saves a
 #           resumable checkpoint every 10 epochs, so a second call on the same warm machine goes on where the
 #           first stopped (checkpoints/ is ignored, so it stays on the machine between calls)
+#   packcheck  packed vs unpacked final accuracies of blcl-table4's MLP row (ERM, BLCL; 3 seeds, K=3) on the GPU
+#           -> $OUT/bench/packcheck-blcl-table4-cuda.json
 # Every step runs under `timeout` within BUDGET_S seconds (default 570, under the tool's 600 s limit) so that the
 # results written so far are always copied to $OUT. If torch.compile fails on the device, the steps rerun with
 # --compile off (recorded in every JSON under provenance.engine) and $OUT/compile_failed.txt says why.
@@ -25,7 +27,7 @@ OUT="${OUT:-$PWD/device_out}"
 DEVICE="${DEVICE:-cuda}"
 BUDGET_S="${BUDGET_S:-570}"
 SIZE="${SIZE:-full}"                                    # bench size; tiny for a rehearsal on a CPU
-TABLE4_BUDGET="${TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU
+TABLE4_BUDGET="${TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU (table4, packcheck)
 COMPILE="${COMPILE:-auto}"
 start=$(date +%s)
 mkdir -p "$OUT/bench" "$OUT/runs"
@@ -72,7 +74,9 @@ for s in "${steps[@]}"; do
     bench)  run_step bench ./reproduce.sh bench --device "$DEVICE" --size "$SIZE" --out "$OUT/bench" ;;
     table4) run_step table4 ./reproduce.sh blcl-table4 --filter row=resnet20 --budget "$TABLE4_BUDGET" \
               --device "$DEVICE" --checkpoint-every 10 ;;
-    *) echo "device_session.sh: unknown step '$s'; allowed: smoke, bench, table4" >&2; exit 2 ;;
+    packcheck) run_step packcheck ./reproduce.sh packcheck blcl-table4 --filter 'row=mlp variant=(erm|blcl) ' \
+              --budget "$TABLE4_BUDGET" --pack 3 --device "$DEVICE" --out "$OUT/bench" ;;
+    *) echo "device_session.sh: unknown step '$s'; allowed: smoke, bench, table4, packcheck" >&2; exit 2 ;;
   esac
 done
 collect

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: the target's three)")
     p.add_argument("--pack", type=int, default=3, help="K seeds per packed network (default 3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--fast", choices=("auto", "on", "off"), default="auto", help="engine fast path (as the runner)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="engine torch.compile")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help="folder of packcheck-<target>-<device>.json (default results/bench)")
     p.add_argument("--data", default=None, help="dataset root (default: $CLREPRO_DATA)")
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
         return 2
     from engine.options import EngineOptions
 
-    options = EngineOptions.for_device(device)
+    options = EngineOptions.for_device(device, fast=args.fast, compile=args.compile)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clrepro-packcheck-") as tmp:
         sides = {}
