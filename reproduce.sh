@@ -3,6 +3,7 @@
 #   ./reproduce.sh [TARGET] [options]   run a target (default: blcl-table5), then rewrite REPORT.md
 #   ./reproduce.sh list | report        list targets / rewrite REPORT.md from results/
 #   ./reproduce.sh test [pytest args]   the test suite (what .ci/run calls)
+#   ./reproduce.sh bench | packcheck TARGET | nightly SUITE   speed, packed vs unpacked, a suite vs its baseline
 # On first use it builds .venv from requirements.txt. To use an existing interpreter instead (a GPU image with
 # torch already installed, no venv): CLREPRO_PYTHON=python3 ./reproduce.sh ...
 set -euo pipefail

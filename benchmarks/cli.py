@@ -74,7 +74,11 @@ def _regex(text: str) -> re.Pattern:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reproduce.sh", description="clrepro: reproduce curriculum-learning papers.")
+    p = argparse.ArgumentParser(
+        prog="reproduce.sh", description="clrepro: reproduce curriculum-learning papers.",
+        epilog="other commands (each with its own --help): 'bench' (engine speed against the hand-written loop), "
+               "'packcheck TARGET' (packed against unpacked runs), 'nightly SUITE' (a suite against its baseline), "
+               "'test' (the test suite)")
     p.add_argument("target", nargs="?", default=None,
                    help=f"<paper>-<artifact> (e.g. blcl-table4; a bare table4 is BLCL's), a paper, all, "
                         f"'list' or 'report' (default: {DEFAULT_TARGET} at budget {DEFAULT_BUDGET})")

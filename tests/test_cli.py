@@ -168,3 +168,19 @@ def test_results_naming_a_file_exits_2(tmp_path, cli):
     r = cli("blcl-table5", "--budget", "smoke", "--results", str(f), "--report", str(tmp_path / "REPORT.md"))
     assert r.returncode == 2 and "afile" in r.stderr and "file" in r.stderr
     assert f.read_text() == "x" and not (tmp_path / "REPORT.md").exists()
+
+
+def test_help_names_the_other_commands(capsys):
+    """`reproduce.sh --help` lists the subcommands dispatched before its own parser, and each answers --help."""
+    from benchmarks.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("'bench'", "'packcheck TARGET'", "'nightly SUITE'", "'test'"):
+        assert cmd in out, cmd
+    for cmd in ("bench", "packcheck", "nightly"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0 and f"reproduce.sh {cmd}" in capsys.readouterr().out
