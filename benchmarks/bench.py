@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import re
@@ -548,14 +547,10 @@ def main(argv=None) -> int:
                                "end": [round(v, 2) for v in os.getloadavg()]},
               "workloads": wl, "overhead": overhead,
               "targets": targets(device.type, args.size, wl, overhead)}
-    os.makedirs(args.out, exist_ok=True)
+    from benchmarks.store import write_atomic
+
     path = os.path.join(args.out, f"{device.type}.json")
-    fd, tmp_path = tempfile.mkstemp(dir=args.out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp_path, 0o644)
-    os.replace(tmp_path, path)
+    write_atomic(path, result)
     print()
     print(render_table(result))
     print(f"\nwrote {path}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ import tempfile
 import time
 
 from .errors import UsageError
-from .store import cell_key, index_results, read_record
+from .store import cell_key, index_results, read_record, write_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "results", "bench")
@@ -142,14 +141,8 @@ def main(argv=None) -> int:
               "target": args.target, "budget": args.budget, "filter": args.filter and args.filter.pattern,
               "pack": args.pack, "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t0, 1),
               "runs": runs, "cells": cells, "pooled": pooled}
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"packcheck-{args.target}-{device.type}.json")
-    fd, tmp_path = tempfile.mkstemp(dir=args.out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp_path, 0o644)
-    os.replace(tmp_path, path)
+    write_atomic(path, result)
     for c in [*cells, dict(pooled, row="all", variant="pooled")]:
         iv = c["interval"]
         print(f"{c['row']} {c['variant']} (n={c['n']}): packed - unpacked "
