@@ -1,83 +1,149 @@
 #!/usr/bin/env bash
-# Issue 11's GPU work as one prepared script for a lent device machine (the `run` tool), within its per-call limit.
+# Issue 11's GPU work as one prepared script for a lent device machine (the `run` tool), sized for its limits:
+# 15 minutes of device time per session (start-up included), 10 minutes per call, a 64 MiB tree, and at most
+# 8 files of 16 MiB back from $OUT.
 #
-#   before the call, on this machine:  mkdir -p data_local && cp -r ../shared/data/MNIST data_local/
-#   the call:   run(command="bash benchmarks/device_session.sh bench table4", carry=["data_local"], timeout_s=600)
-#   after it:   copy <files_at>/runs/*.json into results/runs/blcl-table4/ and <files_at>/bench/cuda.json into
-#               results/bench/, then ./reproduce.sh report and commit
+#   here, once:      bash benchmarks/device_session.sh prepare      (gzipped MNIST -> data_local/, 11 MB)
+#   the call:        run(command="bash benchmarks/device_session.sh bench table4",
+#                        carry=["data_local", "device_ckpt"], timeout_s=600)
+#   here, after it:  bash benchmarks/device_session.sh unpack <files_at>
+#                    (run JSONs -> results/runs/blcl-table4/, bench JSONs -> results/bench/, mid-run checkpoints ->
+#                    device_ckpt/), then ./reproduce.sh report and commit the JSONs and REPORT.md
+#   if table4 is unfinished: call `bash benchmarks/device_session.sh table4` again (same carry). On the warm
+#   machine it resumes from checkpoints/; on a fresh one (a later call or session) from the carried device_ckpt/.
 #
-# Steps, in the order given (default: smoke bench table4):
+# Steps on the device, in the order given (default: bench table4):
 #   smoke   the tiny benchmark on the GPU (about a minute): the engine, packing, torch.compile and bf16 all run
-#   bench   ./reproduce.sh bench --device cuda --size full -> $OUT/bench/cuda.json (the GPU targets)
-#   table4  the ResNet-20 row of blcl-table4 (MNIST, 160 epochs, 9 runs, packed) -> $OUT/runs/*.json; it saves a
-#           resumable checkpoint every 10 epochs, so a second call on the same warm machine goes on where the
-#           first stopped (checkpoints/ is ignored, so it stays on the machine between calls)
+#   bench   ./reproduce.sh bench --device cuda --size full --rounds $BENCH_ROUNDS -> bench/cuda.json (GPU targets)
+#   table4  the ResNet-20 row of blcl-table4 (MNIST, 160 epochs, 9 runs): packed 3 seeds a network, $JOBS drivers
+#           side by side on the one GPU (--jobs: small networks leave it idle between kernel launches), a resumable
+#           checkpoint every 10 epochs
 #   packcheck  packed vs unpacked final accuracies of blcl-table4's MLP row (ERM, BLCL; 3 seeds, K=3) on the GPU
-#           -> $OUT/bench/packcheck-blcl-table4-cuda.json
-# Every step runs under `timeout` within BUDGET_S seconds (default 570, under the tool's 600 s limit) so that the
-# results written so far are always copied to $OUT. If torch.compile fails on the device, the steps rerun with
-# --compile off (recorded in every JSON under provenance.engine) and $OUT/compile_failed.txt says why.
+# Every step runs under `timeout` within BUDGET_S seconds (default 560, under the call's 600 s) so that what was
+# written is always packed for the trip back: $OUT/results.tar.gz (run and bench JSONs, logs, device.txt),
+# $OUT/session.log, and the mid-run checkpoints of unfinished runs as $OUT/ckpt.tar.NN parts (15 MiB each, at
+# most 6). If torch.compile fails on the device, the step reruns with --compile off (recorded in every JSON under
+# provenance.engine) and logs/compile_failed.txt says why.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == prepare ]]; then  # on this machine: MNIST for the trip, gzipped (53 MB raw, 11 MB gzipped)
+  src="${2:-../shared/data}/MNIST/raw"
+  mkdir -p data_local/MNIST/raw device_ckpt
+  for f in "$src"/*-ubyte; do gzip -c "$f" > "data_local/MNIST/raw/$(basename "$f").gz"; done
+  du -sh data_local device_ckpt
+  exit 0
+fi
+if [[ "${1:-}" == unpack ]]; then  # on this machine: what came back, into results/ and device_ckpt/
+  at="${2:?usage: device_session.sh unpack <files_at>}"
+  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+  tar -xzf "$at/results.tar.gz" -C "$tmp" || exit 1
+  mkdir -p results/runs/blcl-table4 results/bench device_ckpt
+  n=0
+  for f in "$tmp"/runs/*.json; do
+    [[ -e "$f" ]] || continue
+    dst="results/runs/blcl-table4/$(basename "$f")"
+    if [[ -e "$dst" ]] && ! cmp -s "$f" "$dst"; then echo "kept: $dst exists and differs (not overwritten)"; continue; fi
+    cp "$f" "$dst"; n=$((n + 1))
+  done
+  cp "$tmp"/bench/*.json results/bench/ 2>/dev/null
+  if compgen -G "$at/ckpt.tar.*" > /dev/null; then
+    rm -f device_ckpt/*.resume.pt
+    cat "$at"/ckpt.tar.* | tar -xf - -C device_ckpt && echo "mid-run checkpoints: $(ls device_ckpt | wc -l) in device_ckpt/"
+  fi
+  echo "unpacked: $n run JSONs into results/runs/blcl-table4/, bench: $(ls "$tmp"/bench 2>/dev/null | tr '\n' ' ')"
+  echo "logs: $tmp is removed on exit; the session log is $at/session.log"
+  exit 0
+fi
+
+steps=("$@")
+(( ${#steps[@]} )) || steps=(bench table4)
+for s in "${steps[@]}"; do
+  case "$s" in smoke|bench|table4|packcheck) ;; *)
+    echo "device_session.sh: unknown step '$s'; allowed: smoke, bench, table4, packcheck (on the device), prepare, unpack (here)" >&2
+    exit 2 ;;
+  esac
+done
 
 export CLREPRO_PYTHON="${CLREPRO_PYTHON:-python3}"      # the device's own interpreter: no venv can be built there
 export CLREPRO_DATA="${CLREPRO_DATA:-$PWD/data_local}"  # carried MNIST (torchvision layout: MNIST/raw)
 export CLREPRO_NO_DOWNLOAD=1                             # the device has no internet
-OUT="${OUT:-$PWD/device_out}"
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-$PWD/device_out/out}"
+WORK="${WORK:-$PWD/device_out/work}"                     # everything is gathered here, then packed into $OUT
 DEVICE="${DEVICE:-cuda}"
-BUDGET_S="${BUDGET_S:-570}"
+BUDGET_S="${BUDGET_S:-560}"
 SIZE="${SIZE:-full}"                                    # bench size; tiny for a rehearsal on a CPU
+BENCH_ROUNDS="${BENCH_ROUNDS:-2}"
 TABLE4_BUDGET="${TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU (table4, packcheck)
+JOBS="${JOBS:-3}"
 COMPILE="${COMPILE:-auto}"
 start=$(date +%s)
-mkdir -p "$OUT/bench" "$OUT/runs"
-stamp="$OUT/.start"; touch "$stamp"
+rm -rf "$WORK"; mkdir -p "$OUT" "$WORK/bench" "$WORK/runs" "$WORK/logs"
+stamp="$WORK/.start"; touch "$stamp"
 
 left() { echo $(( BUDGET_S - ($(date +%s) - start) )); }
-log() { echo "[device_session $(( $(date +%s) - start ))s] $*" | tee -a "$OUT/session.log"; }
+log() { echo "[device_session $(( $(date +%s) - start ))s] $*" | tee -a "$WORK/session.log"; }
 
-{ nvidia-smi 2>&1 || true; "$CLREPRO_PYTHON" -c "import torch, sys; print(sys.version); print('torch', torch.__version__,
-'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"; } \
-  > "$OUT/device.txt" 2>&1
-log "device: $(tail -n 1 "$OUT/device.txt")"
+# carried inputs: gzipped MNIST is unpacked once; carried mid-run checkpoints go where the runner looks for them
+for f in "$CLREPRO_DATA"/MNIST/raw/*.gz; do [[ -e "$f" && ! -e "${f%.gz}" ]] && gunzip -k "$f"; done
+if compgen -G "device_ckpt/*.resume.pt" > /dev/null; then
+  mkdir -p checkpoints
+  for f in device_ckpt/*.resume.pt; do [[ -e "checkpoints/$(basename "$f")" ]] || cp "$f" checkpoints/; done
+fi
 
-collect() {  # what the steps wrote so far, to $OUT (only $OUT comes back)
-  find results/runs/blcl-table4 -name '*.json' -newer "$stamp" -exec cp -f {} "$OUT/runs/" \; 2>/dev/null || true
+{ nvidia-smi 2>&1 || true; "$CLREPRO_PYTHON" -c "import torch, sys, os; print(sys.version); print('torch', torch.__version__,
+'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU', os.cpu_count(), 'cores')"; } \
+  > "$WORK/device.txt" 2>&1
+log "device: $(tail -n 1 "$WORK/device.txt")"
+
+pack_out() {  # what the steps wrote so far, packed into at most 8 files under $OUT (only $OUT comes back)
+  find results/runs/blcl-table4 -name '*.json' -newer "$stamp" -exec cp -f {} "$WORK/runs/" \; 2>/dev/null
+  cp -f "$WORK/session.log" "$OUT/session.log"
+  tar -czf "$OUT/results.tar.gz" -C "$WORK" --exclude=.start .
+  rm -f "$OUT"/ckpt.tar.*
+  if compgen -G "checkpoints/*.resume.pt" > /dev/null; then
+    local size; size=$(du -cb checkpoints/*.resume.pt | tail -n 1 | cut -f1)
+    if (( size <= 6 * 15 * 1024 * 1024 )); then
+      tar -cf - -C checkpoints $(cd checkpoints && ls *.resume.pt) | split -b 15M -d -a 2 - "$OUT/ckpt.tar."
+    else
+      log "mid-run checkpoints not returned: $size bytes is over 6 x 15 MiB"
+    fi
+  fi
 }
 
 run_step() {  # run_step NAME CMD...: under the time left; once more with --compile off if compile broke it
   local name="$1"; shift
-  local t; t=$(( $(left) - 15 ))
+  local t; t=$(( $(left) - 20 ))
   if (( t < 30 )); then log "$name: skipped, ${t}s left"; return 0; fi
   log "$name: $* (timeout ${t}s)"
-  timeout "$t" "$@" --compile "$COMPILE" > "$OUT/$name.log" 2>&1
+  timeout "$t" "$@" --compile "$COMPILE" > "$WORK/logs/$name.log" 2>&1
   local rc=$?
   log "$name: exit $rc"
-  if (( rc != 0 && rc != 124 )) && [[ "$COMPILE" != off ]] && grep -qiE "dynamo|inductor|torch\._?compile|triton" "$OUT/$name.log"; then
-    grep -iE "dynamo|inductor|compile|triton" "$OUT/$name.log" | tail -n 20 > "$OUT/compile_failed.txt"
+  if (( rc != 0 && rc != 124 )) && [[ "$COMPILE" != off ]] && grep -qiE "dynamo|inductor|torch\._?compile|triton" "$WORK/logs/$name.log"; then
+    grep -iE "dynamo|inductor|compile|triton" "$WORK/logs/$name.log" | tail -n 20 > "$WORK/logs/compile_failed.txt"
     COMPILE=off
-    t=$(( $(left) - 15 ))
+    t=$(( $(left) - 20 ))
     if (( t >= 30 )); then
       log "$name: torch.compile failed; again with --compile off (timeout ${t}s)"
-      timeout "$t" "$@" --compile off > "$OUT/$name.nocompile.log" 2>&1
+      timeout "$t" "$@" --compile off > "$WORK/logs/$name.nocompile.log" 2>&1
       log "$name: exit $?"
     fi
   fi
-  collect
+  pack_out
 }
 
-steps=("$@")
-(( ${#steps[@]} )) || steps=(smoke bench table4)
 for s in "${steps[@]}"; do
   case "$s" in
-    smoke)  run_step smoke ./reproduce.sh bench --device "$DEVICE" --size tiny --out "$OUT/smoke" ;;
-    bench)  run_step bench ./reproduce.sh bench --device "$DEVICE" --size "$SIZE" --out "$OUT/bench" ;;
+    smoke)  run_step smoke ./reproduce.sh bench --device "$DEVICE" --size tiny --out "$WORK/smoke" ;;
+    bench)  run_step bench ./reproduce.sh bench --device "$DEVICE" --size "$SIZE" --rounds "$BENCH_ROUNDS" \
+              --out "$WORK/bench" ;;
     table4) run_step table4 ./reproduce.sh blcl-table4 --filter row=resnet20 --budget "$TABLE4_BUDGET" \
-              --device "$DEVICE" --checkpoint-every 10 ;;
+              --device "$DEVICE" --pack 3 --jobs "$JOBS" --checkpoint-every 10 ;;
     packcheck) run_step packcheck ./reproduce.sh packcheck blcl-table4 --filter 'row=mlp variant=(erm|blcl) ' \
-              --budget "$TABLE4_BUDGET" --pack 3 --device "$DEVICE" --out "$OUT/bench" ;;
-    *) echo "device_session.sh: unknown step '$s'; allowed: smoke, bench, table4, packcheck" >&2; exit 2 ;;
+              --budget "$TABLE4_BUDGET" --pack 3 --device "$DEVICE" --out "$WORK/bench" ;;
   esac
 done
-collect
-log "done: $(ls "$OUT/runs" | wc -l) run JSONs, bench: $(ls "$OUT/bench" 2>/dev/null | tr '\n' ' ')"
+log "done: $(ls "$WORK/runs" | wc -l) run JSONs, bench: $(ls "$WORK/bench" 2>/dev/null | tr '\n' ' ')"
+pack_out
+ls -la "$OUT"

@@ -32,8 +32,9 @@ import sys
 
 import yaml
 
-from .cli import ROOT, default_data_root, load_needed
+from .cli import ROOT, _int_at_least, default_data_root, load_needed
 from .errors import UsageError
+from .launchers.jobs import child_threads, run_jobs, this_job
 from .report import _by_seed, _stats, gain_interval, verdict
 from .store import index_results, read_record, write_atomic
 from .targets import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
@@ -283,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--update-baseline", action="store_true",
                    help="rewrite the baseline of the runs' device class from the current results, then check")
     p.add_argument("--out", default=None, help="folder for nightly-check.md/.json (default: the results folder)")
+    p.add_argument("--jobs", type=_int_at_least("--jobs", 1), default=1, metavar="N",
+                   help="train with N drivers side by side on this machine (as ./reproduce.sh TARGET --jobs N; "
+                        "2 on a 2-core CPU), then check once")
     p.add_argument("--suites", default=SUITE_DIR, help=argparse.SUPPRESS)
     p.add_argument("--baselines", default=BASELINE_DIR, help=argparse.SUPPRESS)
     p.add_argument("--targets", default=TARGET_DIR, help=argparse.SUPPRESS)
@@ -301,7 +305,7 @@ def _check_expected(suite: dict, plans, targets) -> None:
                              f"<target>/full/<row>/<variant>-vs-<baseline>/<noise rate>")
 
 
-def _run(args, plans, targets, chosen, results: str) -> None:
+def _run(args, argv: list[str], plans, targets, chosen, results: str) -> None:
     from .report import write_report
     from .runner import resolve_device, run_plans, todo_plans
 
@@ -312,11 +316,21 @@ def _run(args, plans, targets, chosen, results: str) -> None:
     data_root = args.data or default_data_root()
     cache = load_needed(todo_plans(plans, results), data_root, not args.no_download)
     snaps = snapshot_epochs(targets, sorted({p.spec["seed"] for p in plans}))  # figures sharing these runs
-    run_plans(plans, data_root, results, device, download=not args.no_download, cache=cache, snapshots=snaps)
-    write_report(chosen, results, os.path.join(results, "REPORT.md"))
+    job = this_job()
+    if args.jobs > 1 and job is None:  # N children train (each: this command, --jobs left out); then one report
+        run_jobs(["nightly", *argv, "--results", results], args.jobs)
+    else:
+        if job is not None:
+            import torch
+
+            torch.set_num_threads(child_threads(job[1]))
+        run_plans(plans, data_root, results, device, download=not args.no_download, cache=cache, snapshots=snaps)
+    if job is None:
+        write_report(chosen, results, os.path.join(results, "REPORT.md"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     results = args.results or os.path.join(ROOT, "results-nightly", args.suite)
     try:
@@ -327,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         plans = suite_plans(suite, targets)
         _check_expected(suite, plans, targets)
         if not args.check_only:
-            _run(args, plans, targets, {p.target: targets[p.target] for p in plans}, results)
+            _run(args, argv, plans, targets, {p.target: targets[p.target] for p in plans}, results)
+            if this_job() is not None:  # a --jobs child trains only; its parent checks
+                return 0
         cells = measure(plans, results)
         cls = device_class(cells)
         if cls is None:

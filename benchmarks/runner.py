@@ -390,8 +390,12 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
     bar = tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True)
     for group in groups:
         locks, claimed = [], []
-        for plan in group:
+        for i, plan in enumerate(group):
             lock = acquire(results, plan.run_id)
+            if lock is None and i == 0 and len(group) > 1:  # drivers side by side (--jobs) leave a group whole
+                tqdm.write(f"[skip] {', '.join(p.run_id for p in group)}: packed group held by another process")
+                skipped += len(group)
+                break
             if lock is None:
                 tqdm.write(f"[skip] {plan.run_id} is running in another process")
                 skipped += 1
@@ -424,7 +428,8 @@ def run_plans(plans: list[Plan], data_root: str, results: str, device: torch.dev
             break
     bar.close()
     if skipped:
-        tqdm.write(f"{skipped} run(s) skipped: held by another worker; rerun later to pick up their results")
+        tqdm.write(f"{skipped} run(s) skipped: held by another driver (a --jobs sibling or another process); "
+                   f"rerun later to pick up any it did not finish")
     return failed
 
 
