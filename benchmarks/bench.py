@@ -6,14 +6,15 @@ Two workloads, each timed three ways, interleaved round by round (the machine ma
   wd 1e-4, random crop + flip, per-channel normalisation);
 and for each (a) the anchor, `../shared/bench/baseline_loop.py` (torchvision dataset + DataLoader + model + SGD,
 run as a subprocess with this interpreter), (b) the engine, one run (`engine.trainer.train`), (c) the engine with
-K runs of different seeds packed into one network (`engine.trainer.train_group`; throughput = K x images / s).
-Also the per-step cost of each method relative to ERM (`benchmarks.overhead`). Writes
+K runs of different seeds packed into one network (`engine.trainer.train_group`; throughput = K x images / s),
+(d) N engine processes side by side, as `--jobs N` runs them (`jobs-N`; `jobs-NxK`: each packs K seeds; each
+warms up alone, then all train together; throughput = N x K x images / the slowest one's epoch). Also the per-step cost of each method relative to ERM (`benchmarks.overhead`). Writes
 `<out>/<cpu|cuda>.json` with the device, torch version, date, the per-round seconds (min and median), the ratios
 and issue 11's targets (threshold, measured value, pass/fail; "not measured" where a target was not measured at
 its size). Both sides time the training batches of an epoch alone: the anchor's `epoch_s`, the engine's
 `train_seconds` (its end-of-epoch evaluations excluded, with a device synchronisation before the clock stops).
 
-    ./reproduce.sh bench [--device cpu|cuda] [--size tiny|full] [--out DIR]
+    ./reproduce.sh bench [--device cpu|cuda] [--size tiny|full] [--rounds R] [--packs 2,4] [--jobs 2,3x3] [--out DIR]
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ CIFAR_TEST = 256  # the CIFAR-shaped test split the engine evaluates after each 
 CIFAR_NORM = [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]  # as the anchor's
 TINY = {"mnist_train": 512, "mnist_test": 256, "cifar_train": 256, "cifar_test": 64}
 PACKS = {("tiny", "cpu"): (2,), ("tiny", "cuda"): (2,), ("full", "cpu"): (2, 3), ("full", "cuda"): (2, 4, 8)}
+# processes side by side (`--jobs N`; NxK: each packs K seeds): on the GPU, 3x3 is how device_session.sh trains
+JOBS = {("tiny", "cpu"): ("2",), ("tiny", "cuda"): ("2",), ("full", "cpu"): ("2",), ("full", "cuda"): ("3", "3x3")}
 OVERHEAD_METHODS_TINY = ["erm", "dataparams", "superloss", "blcl", "codistill"]
 
 
@@ -174,9 +177,8 @@ def run_anchor(task: str, root: str, epochs: int, batch: int, workers: int, devi
     return parse_anchor_output(p.stdout), shown
 
 
-def engine_epoch_seconds(specs: list[dict], splits, device, options) -> float:
-    """Seconds of one engine epoch training len(specs) runs (packed when > 1): the fastest epoch after the first
-    when the runs train several epochs (the first carries compilation and warm-up), else the only one."""
+def engine_train_seconds(specs: list[dict], splits, device, options) -> list[float]:
+    """Per epoch, the seconds the engine spent on the training batches of len(specs) runs (packed when > 1)."""
     from engine.trainer import train, train_group
 
     if len(specs) == 1:
@@ -186,8 +188,101 @@ def engine_epoch_seconds(specs: list[dict], splits, device, options) -> float:
         if len(outs) != len(specs):
             raise RuntimeError(f"train_group returned {len(outs)} results for {len(specs)} runs")
         hist = outs[0]["history"]
-    secs = [h.get("train_seconds", h["seconds"]) for h in hist]  # the batches alone, as the anchor times
+    return [h.get("train_seconds", h["seconds"]) for h in hist]  # the batches alone, as the anchor times
+
+
+def engine_epoch_seconds(specs: list[dict], splits, device, options) -> float:
+    """Seconds of one engine epoch training len(specs) runs (packed when > 1): the fastest epoch after the first
+    when the runs train several epochs (the first carries compilation and warm-up), else the only one."""
+    secs = engine_train_seconds(specs, splits, device, options)
     return min(secs[1:]) if len(secs) > 1 else secs[0]
+
+
+def jobs_shape(path: str) -> tuple[int, int]:
+    """'jobs-N' -> (N, 1); 'jobs-NxK' -> (N, K): N processes side by side, each training K packed seeds."""
+    n, _, k = path.split("-", 1)[1].partition("x")
+    return int(n), int(k or 1)
+
+
+def child_splits(data: dict):
+    """A workload's splits rebuilt in a child process: real MNIST from its root, or the CIFAR-shaped random set."""
+    if data["kind"] == "mnist":
+        from data import load_dataset
+
+        return load_dataset("mnist", data["root"], download=False)
+    return cifar_splits(data["n"], data["n_test"])
+
+
+def jobs_child() -> None:
+    """One process of a jobs-N path (`python -c ...`): reads its job (one JSON line) from stdin, trains one epoch
+    untimed (start-up, compilation), prints `ready`, waits for a line on stdin, trains the timed run and prints
+    its per-epoch training seconds as JSON."""
+    import json
+
+    import torch
+
+    from engine.options import EngineOptions
+
+    job = json.loads(sys.stdin.readline())
+    torch.set_num_threads(job["threads"])
+    device, options = torch.device(job["device"]), EngineOptions(**job["options"])
+    splits = child_splits(job["data"])
+    specs = [dict(job["spec"], seed=s) for s in job["seeds"]]
+    engine_train_seconds([dict(s, recipe=dict(s["recipe"], epochs=1)) for s in specs], splits, device, options)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps({"train_s": engine_train_seconds(specs, splits, device, options)}), flush=True)
+
+
+def jobs_epoch_seconds(n: int, k: int, spec: dict, data: dict, device, options, timeout: float = 3600) -> float:
+    """Seconds of one epoch of n processes side by side (what `--jobs n` runs), each training k packed seeds:
+    each child warms up alone, then all start their timed run together; a child's epoch is its mean training
+    seconds over the epochs after the first (or its only one), and the path's epoch the slowest child's."""
+    import json
+
+    from benchmarks.launchers.jobs import child_threads
+
+    threads = child_threads(n)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+           "OMP_NUM_THREADS": str(threads)}
+    errs = [tempfile.TemporaryFile(mode="w+") for _ in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-c", "from benchmarks.bench import jobs_child; jobs_child()"],
+                              cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=e)
+             for e in errs]
+    deadline = time.monotonic() + timeout
+
+    def line_from(i: int, want: str | None) -> str:
+        while time.monotonic() < deadline:
+            line = procs[i].stdout.readline()
+            if not line:
+                errs[i].seek(0)
+                raise RuntimeError(f"jobs child {i + 1} ended early: {errs[i].read().strip()[-400:]}")
+            if want is None or line.strip() == want:
+                return line
+        raise TimeoutError(f"jobs child {i + 1}: no answer in {timeout:.0f} s")
+
+    try:
+        for i, p in enumerate(procs):
+            p.stdin.write(json.dumps({"threads": threads, "device": device.type, "options": options.record(),
+                                      "data": data, "spec": spec, "seeds": [i * k + j for j in range(k)]}) + "\n")
+            p.stdin.flush()
+        for i in range(n):
+            line_from(i, "ready")
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        secs = []
+        for i in range(n):
+            s = json.loads(line_from(i, None))["train_s"]
+            secs.append(statistics.mean(s[1:]) if len(s) > 1 else s[0])
+        return max(secs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for e in errs:
+            e.close()
 
 
 def packing_bound(k: int, batch: int, device, steps: int = 300, rounds: int = 3) -> dict:
@@ -256,19 +351,24 @@ class Workload:
     """One workload's three paths and their per-round seconds."""
 
     def __init__(self, name: str, batch: int, splits, spec: dict, n_engine: int, anchor: dict | None,
-                 anchor_skip: str | None, packs: tuple[int, ...], notes: list[str]):
+                 anchor_skip: str | None, packs: tuple[int, ...], notes: list[str], jobs: tuple[str, ...] = (),
+                 child_data: dict | None = None):
         self.name, self.batch, self.splits, self.spec, self.n_engine = name, batch, splits, spec, n_engine
         self.anchor, self.anchor_skip, self.packs, self.notes = anchor, anchor_skip, packs, notes
+        self.jobs, self.child_data = jobs, child_data
         self.seconds: dict[str, list[float]] = {}
         self.errors: dict[str, str] = {}
         self.anchor_cmd: str | None = None
 
     def paths(self) -> list[str]:
-        return ["anchor", "engine"] + [f"packed-{k}" for k in self.packs]
+        return ["anchor", "engine"] + [f"packed-{k}" for k in self.packs] + [f"jobs-{j}" for j in self.jobs]
 
     def images(self, path: str) -> int:
         if path == "anchor":
             return self.anchor["images"]
+        if path.startswith("jobs-"):
+            n, k = jobs_shape(path)
+            return self.n_engine * n * k
         return self.n_engine * (1 if path == "engine" else int(path.split("-")[1]))
 
     def measure(self, path: str, device, options) -> None:
@@ -279,6 +379,8 @@ class Workload:
                 a = self.anchor
                 s, self.anchor_cmd = run_anchor(a["task"], a["root"], a["epochs"], self.batch, a["workers"],
                                                 device.type)
+            elif path.startswith("jobs-"):
+                s = jobs_epoch_seconds(*jobs_shape(path), self.spec, self.child_data, device, options)
             else:
                 k = 1 if path == "engine" else int(path.split("-")[1])
                 specs = [dict(self.spec, seed=i) for i in range(k)]
@@ -308,6 +410,11 @@ class Workload:
                                  "command": self.anchor_cmd})
             if p.startswith("packed-"):
                 paths[p]["k"] = int(p.split("-")[1])
+            if p.startswith("jobs-"):
+                n, k = jobs_shape(p)
+                paths[p].update({"processes": n, "k": k, "threads_each": _child_threads(n),
+                                 "what": f"{n} processes side by side (--jobs {n}), each training "
+                                         f"{'one run' if k == 1 else f'{k} packed seeds'}; the slowest one's epoch"})
         ratios = {}
 
         def ratio(num: str, den: str) -> None:
@@ -321,6 +428,8 @@ class Workload:
         ratio("engine", "anchor")
         for k in self.packs:
             ratio(f"packed-{k}", "engine")
+        for j in self.jobs:
+            ratio(f"jobs-{j}", "engine")
         return {"batch": self.batch, "engine_images_per_epoch": self.n_engine, "spec": self.spec,
                 "notes": self.notes, "paths": paths, "ratios": ratios}
 
@@ -409,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, help="folder of the <device-class>.json (default results/bench)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, tiny 2)")
     p.add_argument("--packs", default=None, help="comma-separated K list (default: tiny 2; CPU 2,3; CUDA 2,4,8)")
+    p.add_argument("--jobs", default=None,
+                   help="processes side by side, as --jobs N runs them: comma-separated N or NxK (K packed seeds "
+                        "each), or none (default: CPU 2; CUDA 3,3x3)")
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto", help="engine fast path")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="engine torch.compile")
     p.add_argument("--cifar-anchor", action="store_true",
@@ -416,6 +528,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overhead", action="store_true", help="skip the per-method step-time ratios")
     p.add_argument("--data", default=None, help="MNIST root (default: $CLREPRO_DATA, else ../shared/data)")
     return p
+
+
+def _child_threads(n: int) -> int:
+    from benchmarks.launchers.jobs import child_threads
+
+    return child_threads(n)
+
+
+def parse_jobs(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """--jobs: 'none', or a comma-separated list of N or NxK (N >= 2 processes, K >= 1 packed seeds each)."""
+    if text is None:
+        return default
+    if text == "none":
+        return ()
+    out = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not out or not all(re.fullmatch(r"[0-9]+(x[0-9]+)?", t) and jobs_shape(f"jobs-{t}")[0] >= 2
+                          and jobs_shape(f"jobs-{t}")[1] >= 1 for t in out):
+        raise ValueError(text)
+    return out
 
 
 def _fail(p: argparse.ArgumentParser, msg: str) -> int:
@@ -442,6 +573,11 @@ def main(argv=None) -> int:
             raise ValueError
     except ValueError:
         return _fail(p, f"--packs {args.packs!r}: a comma-separated list of integers >= 2")
+    try:
+        jobs = parse_jobs(args.jobs, JOBS[(args.size, args.device)])
+    except ValueError:
+        return _fail(p, f"--jobs {args.jobs!r}: none, or a comma-separated list of N or NxK with N >= 2, K >= 1 "
+                        f"(e.g. 2,3x3)")
     from engine.options import EngineOptions
 
     device = torch.device(args.device)
@@ -479,7 +615,7 @@ def main(argv=None) -> int:
         workloads.append(Workload(
             "mnist-mlp", MNIST_BATCH, splits,
             mnist_spec(n_tr if tiny else None, TINY["mnist_test"] if tiny else None, 2 if (tiny or cuda) else 1),
-            n_tr, anchor, no_anchor, packs, notes))
+            n_tr, anchor, no_anchor, packs, notes, jobs, {"kind": "mnist", "root": root}))
 
     # CIFAR-shaped ResNet-20
     if tiny:
@@ -497,18 +633,39 @@ def main(argv=None) -> int:
         "cifar-resnet20", CIFAR_BATCH, cifar_splits(n_c, TINY["cifar_test"] if tiny else CIFAR_TEST),
         cifar_spec(None, 2 if (tiny or cuda) else 1), n_c,
         {"task": "cifar-resnet20", "root": "-", "epochs": 2 if cuda else 1, "workers": 4 if cuda else 2,
-         "images": CIFAR_N}, c_skip or no_anchor, packs, c_notes))
+         "images": CIFAR_N}, c_skip or no_anchor, packs, c_notes, jobs,
+        {"kind": "cifar", "n": n_c, "n_test": TINY["cifar_test"] if tiny else CIFAR_TEST}))
 
     info = device_record(device)
     print(f"bench: {info['device']} ({info['usable_cores']} cores, {info['threads']} threads), torch {info['torch']}, "
           f"size {args.size}, {rounds} rounds, engine options {options.record()}", flush=True)
     t_start = time.perf_counter()
     load_start = os.getloadavg()  # a shared machine: other jobs' load, read with the per-round spread
+    from benchmarks.store import write_atomic
+
+    path, partial = (os.path.join(args.out, f"{device.type}{tag}.json") for tag in ("", ".partial"))
+
+    def result(rounds_done: int, overhead: dict, bounds: dict) -> dict:
+        wl = {w.name: w.record() for w in workloads}
+        for name, b in bounds.items():
+            wl[name]["bound"] = b
+        wl.update(skipped)
+        return {"schema": SCHEMA, **info, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "size": args.size, "rounds": rounds_done, "complete": rounds_done == rounds and bool(overhead),
+                "packs": list(packs), "jobs": list(jobs), "git_sha": _git_sha(),
+                "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t_start, 1),
+                "load_average": {"start": [round(v, 2) for v in load_start],
+                                 "end": [round(v, 2) for v in os.getloadavg()]},
+                "workloads": wl, "overhead": overhead, "targets": targets(device.type, args.size, wl, overhead)}
+
     for r in range(rounds):
         print(f"round {r + 1}/{rounds}", flush=True)
         for w in workloads:
-            for path in w.paths():
-                w.measure(path, device, options)
+            for p_ in w.paths():
+                w.measure(p_, device, options)
+        # what is measured so far, should the bench be stopped (a time limit): <device>.partial.json, "complete":
+        # false; the finished bench replaces it with <device>.json
+        write_atomic(partial, result(r + 1, {}, {}))
 
     overhead: dict[str, dict] = {}
     if args.no_overhead:
@@ -527,32 +684,24 @@ def main(argv=None) -> int:
                                              list_methods())
     tmp.cleanup()
 
-    wl = {w.name: w.record() for w in workloads}
-    if "mnist-mlp" in wl:  # how much any packing of this step could gain on this machine (see packing_bound)
+    bounds = {}
+    if any(w.name == "mnist-mlp" for w in workloads):  # how much any packing of this step could gain here
         k_bound = 3 if device.type == "cpu" else 4
         try:
-            wl["mnist-mlp"]["bound"] = packing_bound(k_bound, MNIST_BATCH, device, steps=20 if tiny else 200,
-                                                     rounds=1 if tiny else 10)  # short, interleaved rounds
+            b = packing_bound(k_bound, MNIST_BATCH, device, steps=20 if tiny else 200,
+                              rounds=1 if tiny else 10)  # short, interleaved rounds
         except Exception as e:
-            wl["mnist-mlp"]["bound"] = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
-        b = wl["mnist-mlp"]["bound"]
+            b = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        bounds["mnist-mlp"] = b
         if b["status"] == "ok":
             print(f"packing bound (mnist-mlp, K={b['k']}): {b['ratio']:.2f}x one network's throughput "
                   f"({1000 * b['single_step_s']:.3f} vs {1000 * b['packed_step_s']:.3f} ms per step)", flush=True)
-    wl.update(skipped)
-    result = {"schema": SCHEMA, **info, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "size": args.size, "rounds": rounds, "packs": list(packs), "git_sha": _git_sha(),
-              "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t_start, 1),
-              "load_average": {"start": [round(v, 2) for v in load_start],
-                               "end": [round(v, 2) for v in os.getloadavg()]},
-              "workloads": wl, "overhead": overhead,
-              "targets": targets(device.type, args.size, wl, overhead)}
-    from benchmarks.store import write_atomic
-
-    path = os.path.join(args.out, f"{device.type}.json")
-    write_atomic(path, result)
+    res = result(rounds, overhead, bounds)
+    write_atomic(path, res)
+    if os.path.exists(partial):
+        os.remove(partial)
     print()
-    print(render_table(result))
+    print(render_table(res))
     print(f"\nwrote {path}")
     return 0
 
@@ -564,7 +713,8 @@ def render_table(res: dict) -> str:
             lines.append(f"{name:<15} skipped: {w['reason']}")
             continue
         for path, p in w["paths"].items():
-            key = "engine/anchor" if path == "engine" else (f"{path}/engine" if path.startswith("packed") else None)
+            key = ("engine/anchor" if path == "engine"
+                   else f"{path}/engine" if path.startswith(("packed-", "jobs-")) else None)
             r = w["ratios"].get(key) if key else None
             rs = f"{r['value']:.2f}x {key}" if isinstance(r, dict) else (f"{key}: not measured" if key else "")
             if p["status"] != "ok":

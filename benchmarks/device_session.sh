@@ -14,7 +14,9 @@
 #
 # Steps on the device, in the order given (default: bench table4):
 #   smoke   the tiny benchmark on the GPU (about a minute): the engine, packing, torch.compile and bf16 all run
-#   bench   ./reproduce.sh bench --device cuda --size full --rounds $BENCH_ROUNDS -> bench/cuda.json (GPU targets)
+#   bench   ./reproduce.sh bench --device cuda --size full --rounds 2 --jobs 3x3 -> bench/cuda.json (GPU targets;
+#           jobs-3x3 times the way table4 trains; if the step's time runs out, bench/cuda.partial.json holds the
+#           rounds it finished)
 #   table4  the ResNet-20 row of blcl-table4 (MNIST, 160 epochs, 9 runs): packed 3 seeds a network, $JOBS drivers
 #           side by side on the one GPU (--jobs: small networks leave it idle between kernel launches), a resumable
 #           checkpoint every 10 epochs
@@ -75,6 +77,7 @@ DEVICE="${DEVICE:-cuda}"
 BUDGET_S="${BUDGET_S:-560}"
 SIZE="${SIZE:-full}"                                    # bench size; tiny for a rehearsal on a CPU
 BENCH_ROUNDS="${BENCH_ROUNDS:-2}"
+BENCH_JOBS="${BENCH_JOBS:-3x3}"                         # the bench's side-by-side path: how table4 trains below
 TABLE4_BUDGET="${TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU (table4, packcheck)
 JOBS="${JOBS:-3}"
 COMPILE="${COMPILE:-auto}"
@@ -137,7 +140,7 @@ for s in "${steps[@]}"; do
   case "$s" in
     smoke)  run_step smoke ./reproduce.sh bench --device "$DEVICE" --size tiny --out "$WORK/smoke" ;;
     bench)  run_step bench ./reproduce.sh bench --device "$DEVICE" --size "$SIZE" --rounds "$BENCH_ROUNDS" \
-              --out "$WORK/bench" ;;
+              --jobs "$BENCH_JOBS" --out "$WORK/bench" ;;
     table4) run_step table4 ./reproduce.sh blcl-table4 --filter row=resnet20 --budget "$TABLE4_BUDGET" \
               --device "$DEVICE" --pack 3 --jobs "$JOBS" --checkpoint-every 10 ;;
     packcheck) run_step packcheck ./reproduce.sh packcheck blcl-table4 --filter 'row=mlp variant=(erm|blcl) ' \

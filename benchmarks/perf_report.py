@@ -32,7 +32,9 @@ def _fmt_ratio(r) -> str:
 def _device_section(path: str, rec: dict) -> list[str]:
     cores = rec.get("usable_cores") or rec.get("cores")
     la = rec.get("load_average")
-    out = [f"### {rec['device_class'].upper()}: {rec['device']}", "",
+    part = (f" — partial: the bench stopped after {rec.get('rounds')} round(s), before its end"
+            if rec.get("complete") is False else "")
+    out = [f"### {rec['device_class'].upper()}: {rec['device']}{part}", "",
            f"File `{os.path.basename(path)}`; {cores} cores, {rec.get('threads')} threads; torch {rec.get('torch')}; "
            f"date {rec.get('date')}; size `{rec.get('size')}`; {rec.get('rounds')} interleaved rounds (s/epoch: min, "
            f"median over rounds); engine options {rec.get('engine_options')}; git {str(rec.get('git_sha'))[:7]}"
@@ -44,7 +46,7 @@ def _device_section(path: str, rec: dict) -> list[str]:
             continue
         for pname, p in w["paths"].items():
             key = ("engine/anchor" if pname == "engine"
-                   else f"{pname}/engine" if pname.startswith("packed-") else None)
+                   else f"{pname}/engine" if pname.startswith(("packed-", "jobs-")) else None)
             ratio = f"{key}: {_fmt_ratio(w['ratios'].get(key))}" if key else "—"
             if p.get("status") != "ok":
                 out.append(f"| {name} | {pname} | {p.get('status')}: {p.get('reason')} | | | {ratio} |")

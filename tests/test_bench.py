@@ -18,15 +18,16 @@ def tiny(tmp_path_factory, data_root):
 
 
 def test_json_contract(tiny):
-    _, res = tiny
+    out, res = tiny
     for key in ("device", "device_class", "cpu", "cores", "threads", "torch", "date", "size", "rounds", "workloads",
                 "overhead", "targets", "engine_options"):
         assert key in res, key
     assert res["device_class"] == "cpu" and res["size"] == "tiny" and res["device"]
+    assert res["complete"] is True and not (out / "cpu.partial.json").exists()  # replaced by the finished bench
     assert res["cores"] >= 1 and res["threads"] >= 1 and res["date"].endswith("+00:00")
     assert set(res["workloads"]) == {"mnist-mlp", "cifar-resnet20"}
     mnist, cifar = res["workloads"]["mnist-mlp"], res["workloads"]["cifar-resnet20"]
-    assert set(mnist["paths"]) == {"anchor", "engine", "packed-2"}
+    assert set(mnist["paths"]) == {"anchor", "engine", "packed-2", "jobs-2"} and res["jobs"] == ["2"]
     assert cifar["paths"]["anchor"]["status"] == "skipped" and "50,000" in cifar["paths"]["anchor"]["reason"]
     assert cifar["ratios"]["engine/anchor"] == "not measured"
     for w in (mnist, cifar):
@@ -38,6 +39,9 @@ def test_json_contract(tiny):
             assert p["epoch_s"] == min(p["rounds_s"]) or math.isclose(p["epoch_s"], min(p["rounds_s"]), rel_tol=1e-3, abs_tol=1e-4)
             assert math.isclose(p["images_per_s"], p["images"] / p["epoch_s"])
         assert w["paths"]["packed-2"]["images"] == 2 * w["paths"]["engine"]["images"]
+        j = w["paths"]["jobs-2"]  # two processes side by side, one run each, as --jobs 2 trains
+        assert j["images"] == 2 * w["paths"]["engine"]["images"] and j["processes"] == 2 and j["k"] == 1
+        assert j["threads_each"] == max(1, res["usable_cores"] // 2)
         for key, r in w["ratios"].items():
             if r == "not measured":
                 continue
@@ -98,3 +102,26 @@ def test_target_reports_a_bound_below_its_threshold():
     assert t["cpu-packed-3"]["bound"] == 0.9 and "no packing of this step can meet" in t["cpu-packed-3"]["bound_note"]
     wl["mnist-mlp"]["bound"]["ratio"] = 2.5
     assert "no packing" not in bench.targets("cpu", "full", wl, {})[1]["bound_note"]
+
+
+@pytest.mark.parametrize("text,want", [(None, ("2",)), ("none", ()), ("2,3x3", ("2", "3x3")), ("4x1", ("4x1",))])
+def test_parse_jobs(text, want):
+    assert bench.parse_jobs(text, ("2",)) == want
+
+
+@pytest.mark.parametrize("text", ["1", "3x0", "x3", "two", ""])
+def test_bad_jobs_exit_2(text, capsys):
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--jobs", text]) == 2
+    assert f"--jobs {text!r}" in capsys.readouterr().err
+
+
+def test_jobs_shape():
+    assert bench.jobs_shape("jobs-2") == (2, 1) and bench.jobs_shape("jobs-3x4") == (3, 4)
+
+
+def test_a_partial_bench_is_labelled(tiny, tmp_path):
+    _, res = tiny
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "cpu.partial.json").write_text(json.dumps({**res, "complete": False, "rounds": 1}))
+    text = performance_section(str(tmp_path))
+    assert "partial: the bench stopped after 1 round(s)" in text
