@@ -49,8 +49,8 @@ if [[ "${1:-}" == unpack ]]; then  # on this machine: what came back, into resul
     cp "$f" "$dst"; n=$((n + 1))
   done
   cp "$tmp"/bench/*.json results/bench/ 2>/dev/null
+  rm -f device_ckpt/*.resume.pt  # the device returns every mid-run checkpoint still there (none: all finished)
   if compgen -G "$at/ckpt.tar.*" > /dev/null; then
-    rm -f device_ckpt/*.resume.pt
     cat "$at"/ckpt.tar.* | tar -xf - -C device_ckpt && echo "mid-run checkpoints: $(ls device_ckpt | wc -l) in device_ckpt/"
   fi
   echo "unpacked: $n run JSONs into results/runs/blcl-table4/, bench: $(ls "$tmp"/bench 2>/dev/null | tr '\n' ' ')"
@@ -80,6 +80,7 @@ BENCH_ROUNDS="${BENCH_ROUNDS:-2}"
 BENCH_JOBS="${BENCH_JOBS:-3x3}"                         # the bench's side-by-side path: how table4 trains below
 TABLE4_BUDGET="${TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU (table4, packcheck)
 JOBS="${JOBS:-3}"
+CKPT_EVERY="${CKPT_EVERY:-10}"                          # epochs between mid-run checkpoints of table4
 COMPILE="${COMPILE:-auto}"
 start=$(date +%s)
 rm -rf "$WORK"; mkdir -p "$OUT" "$WORK/bench" "$WORK/runs" "$WORK/logs"
@@ -142,7 +143,7 @@ for s in "${steps[@]}"; do
     bench)  run_step bench ./reproduce.sh bench --device "$DEVICE" --size "$SIZE" --rounds "$BENCH_ROUNDS" \
               --jobs "$BENCH_JOBS" --out "$WORK/bench" ;;
     table4) run_step table4 ./reproduce.sh blcl-table4 --filter row=resnet20 --budget "$TABLE4_BUDGET" \
-              --device "$DEVICE" --pack 3 --jobs "$JOBS" --checkpoint-every 10 ;;
+              --device "$DEVICE" --pack 3 --jobs "$JOBS" --checkpoint-every "$CKPT_EVERY" ;;
     packcheck) run_step packcheck ./reproduce.sh packcheck blcl-table4 --filter 'row=mlp variant=(erm|blcl) ' \
               --budget "$TABLE4_BUDGET" --pack 3 --device "$DEVICE" --out "$WORK/bench" ;;
   esac
