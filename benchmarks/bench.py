@@ -7,8 +7,8 @@ Two workloads, each timed three ways, interleaved round by round (the machine ma
 and for each (a) the anchor, `../shared/bench/baseline_loop.py` (torchvision dataset + DataLoader + model + SGD,
 run as a subprocess with this interpreter), (b) the engine, one run (`engine.trainer.train`), (c) the engine with
 K runs of different seeds packed into one network (`engine.trainer.train_group`; throughput = K x images / s),
-(d) N engine processes side by side, as `--jobs N` runs them (`jobs-N`; `jobs-NxK`: each packs K seeds; each
-warms up alone, then all train together; throughput = N x K x images / the slowest one's epoch). Also the per-step cost of each method relative to ERM (`benchmarks.overhead`). Writes
+(d) N engine processes side by side, as `--jobs N` runs them (`jobs-N`; `jobs-NxK`: each packs K seeds; they
+warm up, then all train together; throughput = N x K x images / the slowest one's epoch). Also the per-step cost of each method relative to ERM (`benchmarks.overhead`). Writes
 `<out>/<cpu|cuda>.json` with the device, torch version, date, the per-round seconds (min and median), the ratios
 and issue 11's targets (threshold, measured value, pass/fail; "not measured" where a target was not measured at
 its size). Both sides time the training batches of an epoch alone: the anchor's `epoch_s`, the engine's
@@ -22,11 +22,13 @@ import argparse
 import datetime as _dt
 import os
 import platform
+import queue
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +218,7 @@ def child_splits(data: dict):
 def jobs_child() -> None:
     """One process of a jobs-N path (`python -c ...`): reads its job (one JSON line) from stdin, trains one epoch
     untimed (start-up, compilation), prints `ready`, waits for a line on stdin, trains the timed run and prints
-    its per-epoch training seconds as JSON."""
+    `result ` and its per-epoch training seconds as JSON."""
     import json
 
     import torch
@@ -231,13 +233,14 @@ def jobs_child() -> None:
     engine_train_seconds([dict(s, recipe=dict(s["recipe"], epochs=1)) for s in specs], splits, device, options)
     print("ready", flush=True)
     sys.stdin.readline()
-    print(json.dumps({"train_s": engine_train_seconds(specs, splits, device, options)}), flush=True)
+    print("result " + json.dumps({"train_s": engine_train_seconds(specs, splits, device, options)}), flush=True)
 
 
 def jobs_epoch_seconds(n: int, k: int, spec: dict, data: dict, device, options, timeout: float = 3600) -> float:
     """Seconds of one epoch of n processes side by side (what `--jobs n` runs), each training k packed seeds:
-    each child warms up alone, then all start their timed run together; a child's epoch is its mean training
-    seconds over the epochs after the first (or its only one), and the path's epoch the slowest child's."""
+    the children warm up (one untimed epoch each, at the same time), then all start their timed run together; a
+    child's epoch is its mean training seconds over the epochs after the first (or its only one), and the path's
+    epoch the slowest child's. A child silent for `timeout` seconds fails the path."""
     import json
 
     from benchmarks.launchers.jobs import child_threads
@@ -250,16 +253,28 @@ def jobs_epoch_seconds(n: int, k: int, spec: dict, data: dict, device, options, 
                               cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=e)
              for e in errs]
     deadline = time.monotonic() + timeout
+    lines = [queue.Queue() for _ in procs]  # a reader thread per child: a hung child cannot block the parent
 
-    def line_from(i: int, want: str | None) -> str:
-        while time.monotonic() < deadline:
-            line = procs[i].stdout.readline()
-            if not line:
+    def read(i: int) -> None:
+        for line in iter(procs[i].stdout.readline, ""):
+            lines[i].put(line)
+        lines[i].put(None)
+
+    for i in range(n):
+        threading.Thread(target=read, args=(i,), daemon=True).start()
+
+    def line_from(i: int, prefix: str) -> str:
+        while True:
+            try:
+                line = lines[i].get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"jobs child {i + 1}: no answer in {timeout:.0f} s") from None
+            if line is None:
+                procs[i].wait()
                 errs[i].seek(0)
                 raise RuntimeError(f"jobs child {i + 1} ended early: {errs[i].read().strip()[-400:]}")
-            if want is None or line.strip() == want:
-                return line
-        raise TimeoutError(f"jobs child {i + 1}: no answer in {timeout:.0f} s")
+            if line.startswith(prefix):
+                return line[len(prefix):]
 
     try:
         for i, p in enumerate(procs):
@@ -273,7 +288,7 @@ def jobs_epoch_seconds(n: int, k: int, spec: dict, data: dict, device, options, 
             p.stdin.flush()
         secs = []
         for i in range(n):
-            s = json.loads(line_from(i, None))["train_s"]
+            s = json.loads(line_from(i, "result "))["train_s"]
             secs.append(statistics.mean(s[1:]) if len(s) > 1 else s[0])
         return max(secs)
     finally:
@@ -542,7 +557,7 @@ def parse_jobs(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
         return default
     if text == "none":
         return ()
-    out = tuple(t.strip() for t in text.split(",") if t.strip())
+    out = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))  # each path once
     if not out or not all(re.fullmatch(r"[0-9]+(x[0-9]+)?", t) and jobs_shape(f"jobs-{t}")[0] >= 2
                           and jobs_shape(f"jobs-{t}")[1] >= 1 for t in out):
         raise ValueError(text)

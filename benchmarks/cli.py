@@ -9,7 +9,7 @@ import sys
 from data import dataset_present
 
 from .errors import UsageError
-from .launchers.jobs import child_threads, run_jobs, this_job
+from .launchers.jobs import INTERRUPTED, child_threads, run_jobs, this_job
 from .targets import BUDGETS, TARGET_DIR, load_targets, resolve, snapshot_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -277,13 +277,17 @@ def main(argv: list[str] | None = None) -> int:
             device = resolve_device(args.device)
         except RuntimeError as e:
             raise UsageError(str(e)) from None
-        cache = load_needed(todo_plans(plans, args.results), data_root, not args.no_download)
         job = this_job()
-    except (UsageError, ValueError) as e:
+        cache = load_needed(todo_plans(plans, args.results), data_root, not args.no_download)
+    except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.jobs > 1 and job is None:  # the parent: N children train, this process writes the report once
+    if args.jobs > 1 and job is None and todo_plans(plans, args.results):  # the parent: N children train
+        del cache  # loaded only to check the data before any child starts; each child loads its own
         rc = run_jobs(argv, args.jobs)
+        if rc == INTERRUPTED:
+            print(f"--jobs {args.jobs}: stopped by a signal; rerun the same command to resume", file=sys.stderr)
+            return rc
         left = len(todo_plans(plans, args.results))
         print(f"--jobs {args.jobs}: " + (f"{left} run(s) of the matrix not finished" if left else
                                          "every run of the matrix is finished"))

@@ -9,8 +9,9 @@
 #   here, after it:  bash benchmarks/device_session.sh unpack <files_at>
 #                    (run JSONs -> results/runs/blcl-table4/, bench JSONs -> results/bench/, mid-run checkpoints ->
 #                    device_ckpt/), then ./reproduce.sh report and commit the JSONs and REPORT.md
-#   if table4 is unfinished: call `bash benchmarks/device_session.sh table4` again (same carry). On the warm
-#   machine it resumes from checkpoints/; on a fresh one (a later call or session) from the carried device_ckpt/.
+#   if table4 is unfinished: unpack, then call `BUDGET_S=<device seconds left - 60> bash benchmarks/device_session.sh
+#   table4` again (same carry; `status` says what is left). On the warm machine it resumes from checkpoints/; on a
+#   fresh one (a later call or session) from the carried device_ckpt/.
 #
 # Steps on the device, in the order given (default: bench table4):
 #   smoke   the tiny benchmark on the GPU (about a minute): the engine, packing, torch.compile and bf16 all run
@@ -22,17 +23,24 @@
 #           checkpoint every 10 epochs
 #   packcheck  packed vs unpacked final accuracies of blcl-table4's MLP row (ERM, BLCL; 3 seeds, K=3) on the GPU
 # Every step runs under `timeout` within BUDGET_S seconds (default 560, under the call's 600 s) so that what was
-# written is always packed for the trip back: $OUT/results.tar.gz (run and bench JSONs, logs, device.txt),
-# $OUT/session.log, and the mid-run checkpoints of unfinished runs as $OUT/ckpt.tar.NN parts (15 MiB each, at
-# most 6). If torch.compile fails on the device, the step reruns with --compile off (recorded in every JSON under
+# written is always packed for the trip back: $OUT/results.tar.gz (run and bench JSONs, logs, device.txt, a
+# checkpoint manifest), $OUT/session.log, and the mid-run checkpoints of unfinished runs as $OUT/ckpt.tar.NN parts
+# (15 MiB each; up to 40 MiB in all, so that they fit the 64 MiB that comes back and the tree that carries them). If torch.compile fails on the device, the step reruns with --compile off (recorded in every JSON under
 # provenance.engine) and logs/compile_failed.txt says why.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == prepare ]]; then  # on this machine: MNIST for the trip, gzipped (53 MB raw, 11 MB gzipped)
   src="${2:-../shared/data}/MNIST/raw"
+  if ! compgen -G "$src/*-ubyte" > /dev/null; then
+    echo "device_session.sh prepare: no MNIST IDX files (*-ubyte) under $src; give the data root: prepare DIR" >&2
+    exit 2
+  fi
   mkdir -p data_local/MNIST/raw device_ckpt
-  for f in "$src"/*-ubyte; do gzip -c "$f" > "data_local/MNIST/raw/$(basename "$f").gz"; done
+  for f in "$src"/*-ubyte; do
+    dst="data_local/MNIST/raw/$(basename "$f").gz"
+    gzip -c "$f" > "$dst.tmp" && mv "$dst.tmp" "$dst" || { rm -f "$dst.tmp"; echo "gzip of $f failed" >&2; exit 1; }
+  done
   du -sh data_local device_ckpt
   exit 0
 fi
@@ -41,20 +49,41 @@ if [[ "${1:-}" == unpack ]]; then  # on this machine: what came back, into resul
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
   tar -xzf "$at/results.tar.gz" -C "$tmp" || exit 1
   mkdir -p results/runs/blcl-table4 results/bench device_ckpt
-  n=0
+  n=0; same=0
   for f in "$tmp"/runs/*.json; do
     [[ -e "$f" ]] || continue
     dst="results/runs/blcl-table4/$(basename "$f")"
-    if [[ -e "$dst" ]] && ! cmp -s "$f" "$dst"; then echo "kept: $dst exists and differs (not overwritten)"; continue; fi
+    if [[ -e "$dst" ]]; then
+      if cmp -s "$f" "$dst"; then same=$((same + 1)); else echo "kept: $dst exists and differs (not overwritten)"; fi
+      continue
+    fi
     cp "$f" "$dst"; n=$((n + 1))
   done
-  cp "$tmp"/bench/*.json results/bench/ 2>/dev/null
-  rm -f device_ckpt/*.resume.pt  # the device returns every mid-run checkpoint still there (none: all finished)
-  if compgen -G "$at/ckpt.tar.*" > /dev/null; then
-    cat "$at"/ckpt.tar.* | tar -xf - -C device_ckpt && echo "mid-run checkpoints: $(ls device_ckpt | wc -l) in device_ckpt/"
-  fi
-  echo "unpacked: $n run JSONs into results/runs/blcl-table4/, bench: $(ls "$tmp"/bench 2>/dev/null | tr '\n' ' ')"
-  echo "logs: $tmp is removed on exit; the session log is $at/session.log"
+  for f in "$tmp"/bench/*.json; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f")"
+    cp "$f" "results/bench/$name"
+    [[ "$name" == *.partial.json ]] || rm -f "results/bench/${name%.json}.partial.json"  # the finished bench wins
+  done
+  manifest="$tmp/ckpt_manifest.txt"
+  state="$(head -n 1 "$manifest" 2>/dev/null)"
+  case "$state" in
+    none) rm -f device_ckpt/*.resume.pt; echo "mid-run checkpoints: none left on the device (device_ckpt/ emptied)" ;;
+    returned)
+      mkdir "$tmp/ckpt"
+      if ! cat "$at"/ckpt.tar.* 2>/dev/null | tar -xf - -C "$tmp/ckpt" \
+          || ! (cd "$tmp/ckpt" && tail -n +2 "$manifest" | sha256sum -c --quiet -); then
+        echo "error: the checkpoint parts are missing or damaged; device_ckpt/ left as it was" >&2
+        exit 1
+      fi
+      rm -f device_ckpt/*.resume.pt
+      mv "$tmp"/ckpt/*.resume.pt device_ckpt/
+      echo "mid-run checkpoints: $(ls device_ckpt | wc -l) in device_ckpt/ (checksums verified)" ;;
+    withheld*) echo "warning: the device's mid-run checkpoints were too large to return ($state); device_ckpt/ left as it was" >&2 ;;
+    *) echo "warning: no checkpoint manifest came back; device_ckpt/ left as it was" >&2 ;;
+  esac
+  echo "unpacked: $n new run JSONs into results/runs/blcl-table4/ ($same already there), bench: $(ls "$tmp"/bench 2>/dev/null | tr '\n' ' ')"
+  echo "the session log is $at/session.log"
   exit 0
 fi
 
@@ -90,7 +119,9 @@ left() { echo $(( BUDGET_S - ($(date +%s) - start) )); }
 log() { echo "[device_session $(( $(date +%s) - start ))s] $*" | tee -a "$WORK/session.log"; }
 
 # carried inputs: gzipped MNIST is unpacked once; carried mid-run checkpoints go where the runner looks for them
-for f in "$CLREPRO_DATA"/MNIST/raw/*.gz; do [[ -e "$f" && ! -e "${f%.gz}" ]] && gunzip -k "$f"; done
+for f in "$CLREPRO_DATA"/MNIST/raw/*.gz; do
+  [[ -e "$f" && ! -e "${f%.gz}" ]] && gunzip -c "$f" > "${f%.gz}.tmp" && mv "${f%.gz}.tmp" "${f%.gz}"
+done
 if compgen -G "device_ckpt/*.resume.pt" > /dev/null; then
   mkdir -p checkpoints
   for f in device_ckpt/*.resume.pt; do [[ -e "checkpoints/$(basename "$f")" ]] || cp "$f" checkpoints/; done
@@ -101,18 +132,30 @@ fi
   > "$WORK/device.txt" 2>&1
 log "device: $(tail -n 1 "$WORK/device.txt")"
 
-pack_out() {  # what the steps wrote so far, packed into at most 8 files under $OUT (only $OUT comes back)
+CKPT_CAP="${CKPT_CAP:-$((40 * 1024 * 1024))}"  # what may come back as checkpoints: 64 MiB returned / carried, less the rest
+pack_out() {  # what the steps wrote so far, packed into at most 5 files under $OUT (only $OUT comes back)
   find results/runs/blcl-table4 -name '*.json' -newer "$stamp" -exec cp -f {} "$WORK/runs/" \; 2>/dev/null
-  cp -f "$WORK/session.log" "$OUT/session.log"
-  tar -czf "$OUT/results.tar.gz" -C "$WORK" --exclude=.start .
-  rm -f "$OUT"/ckpt.tar.*
+  local ck="$WORK/.ckpt.tar" manifest="$WORK/ckpt_manifest.txt"
+  rm -f "$ck" "$OUT"/ckpt.tar.*
   if compgen -G "checkpoints/*.resume.pt" > /dev/null; then
-    local size; size=$(du -cb checkpoints/*.resume.pt | tail -n 1 | cut -f1)
-    if (( size <= 6 * 15 * 1024 * 1024 )); then
-      tar -cf - -C checkpoints $(cd checkpoints && ls *.resume.pt) | split -b 15M -d -a 2 - "$OUT/ckpt.tar."
+    (cd checkpoints && tar -cf "$ck" ./*.resume.pt)
+    local size; size=$(stat -c %s "$ck")
+    if (( size <= CKPT_CAP )); then
+      { echo returned; (cd checkpoints && sha256sum ./*.resume.pt); } > "$manifest"
     else
-      log "mid-run checkpoints not returned: $size bytes is over 6 x 15 MiB"
+      echo "withheld $size bytes (cap $CKPT_CAP)" > "$manifest"
+      log "mid-run checkpoints not returned: their tar is $size bytes, over $CKPT_CAP"
+      rm -f "$ck"
     fi
+  else
+    echo none > "$manifest"
+  fi
+  cp -f "$WORK/session.log" "$OUT/session.log.tmp" && mv "$OUT/session.log.tmp" "$OUT/session.log"
+  tar -czf "$OUT/results.tar.gz.tmp" -C "$WORK" --exclude=.start --exclude=.ckpt.tar . \
+    && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+  if [[ -e "$ck" ]]; then
+    split -b 15M -d -a 2 "$ck" "$OUT/ckpt.tar."  # at most 3 parts under the cap
+    rm -f "$ck"
   fi
 }
 

@@ -34,7 +34,7 @@ import yaml
 
 from .cli import ROOT, _int_at_least, default_data_root, load_needed
 from .errors import UsageError
-from .launchers.jobs import child_threads, run_jobs, this_job
+from .launchers.jobs import INTERRUPTED, child_threads, run_jobs, this_job
 from .report import _by_seed, _stats, gain_interval, verdict
 from .store import index_results, read_record, write_atomic
 from .targets import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
@@ -236,6 +236,12 @@ def check(suite: dict, cells: dict, claim_res: dict, baseline: dict, cls: str) -
             row.update(verdict="no reference", note="claim not in the baseline: run --update-baseline")
         elif r["verdict"].split(";")[0] != m["verdict"].split(";")[0]:
             row["verdict"] = "flipped"
+            if m["gain"] is not None and r.get("gain") is not None:  # a hint for the reader; the verdict stands
+                inside = m["gain"][1] <= r["gain"][0] <= m["gain"][2]
+                row["note"] += (f"; reference gain {r['gain'][0]:+.2f} "
+                                + ("inside the measured interval: the verdict crossed its significance boundary, "
+                                   "the gain did not move beyond seed noise" if inside
+                                   else "outside the measured interval: the gain itself moved"))
         rows.append(row)
     for row in rows:
         if row["id"] in expected:
@@ -305,6 +311,10 @@ def _check_expected(suite: dict, plans, targets) -> None:
                              f"<target>/full/<row>/<variant>-vs-<baseline>/<noise rate>")
 
 
+class Interrupted(Exception):
+    """The --jobs children were stopped by a signal: nothing is checked."""
+
+
 def _run(args, argv: list[str], plans, targets, chosen, results: str) -> None:
     from .report import write_report
     from .runner import resolve_device, run_plans, todo_plans
@@ -318,7 +328,11 @@ def _run(args, argv: list[str], plans, targets, chosen, results: str) -> None:
     snaps = snapshot_epochs(targets, sorted({p.spec["seed"] for p in plans}))  # figures sharing these runs
     job = this_job()
     if args.jobs > 1 and job is None:  # N children train (each: this command, --jobs left out); then one report
-        run_jobs(["nightly", *argv, "--results", results], args.jobs)
+        rc = run_jobs(["nightly", *argv, "--results", results], args.jobs)
+        if rc == INTERRUPTED:  # no check of half-trained results, and never a baseline from them
+            raise Interrupted()
+        if rc == 2:
+            raise UsageError("a --jobs child refused its input (see its [job i] lines)")
     else:
         if job is not None:
             import torch
@@ -334,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     results = args.results or os.path.join(ROOT, "results-nightly", args.suite)
     try:
+        this_job()  # a malformed $CLREPRO_JOB is bad input
         if os.path.exists(results) and not os.path.isdir(results):
             raise UsageError(f"--results {results!r} is an existing file; name a folder")
         suite = load_suite(args.suite, args.suites)
@@ -368,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted:
+        print("nightly: stopped by a signal; nothing checked (rerun the same command to resume)", file=sys.stderr)
+        return INTERRUPTED
     rows = check(suite, cells, claim_res, baseline, cls)
     wall = sum(r["provenance"]["wall_seconds"] for c in cells.values() for r in c["records"])
     text = render(args.suite, cls, rows, wall, results)

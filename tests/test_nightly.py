@@ -167,6 +167,7 @@ def test_flipped_claim_fails(env, capsys):
     assert not any("**drift**" in x for x in out)
     line = next(x for x in out if x.startswith(f"| {TARGET}/full/mlp/codistill-vs-erm/0 |"))
     assert "**flipped**" in line and "gain reproduced" in line and "contradicted" in line
+    assert "outside the measured interval: the gain itself moved" in line  # the gain moved, not just its verdict
 
 
 def test_bad_suite_key_exits_2(env, capsys):

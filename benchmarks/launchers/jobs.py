@@ -36,80 +36,108 @@ def child_threads(n_jobs: int, cores: int | None = None) -> int:
 
 
 def this_job() -> tuple[int, int] | None:
-    """(i, N) when this process is child i of N (from $CLREPRO_JOB), else None."""
+    """(i, N) when this process is child i of N (from $CLREPRO_JOB), else None; UsageError when it is malformed."""
+    from ..errors import UsageError
+
     text = os.environ.get(ENV)
     if not text:
         return None
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"${ENV}={text!r}: expected i/N, e.g. 1/2") from None
+        raise UsageError(f"${ENV}={text!r}: expected i/N, e.g. 1/2") from None
     if not 1 <= i <= n:
-        raise ValueError(f"${ENV}={text!r}: expected 1 <= i <= N")
+        raise UsageError(f"${ENV}={text!r}: expected 1 <= i <= N")
     return i, n
 
 
 def without_jobs(argv: list[str]) -> list[str]:
-    """`argv` with every `--jobs N` / `--jobs=N` removed (the children run the same command, once each)."""
+    """`argv` with every `--jobs N` / `--jobs=N` removed, argparse's abbreviations (`--jo 2`) too: the children run
+    the same command, once each."""
+    def is_jobs(a: str) -> bool:
+        name = a.split("=", 1)[0]
+        return len(name) >= 3 and "--jobs".startswith(name)
+
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--jobs":
-            skip = True
-        elif not a.startswith("--jobs="):
+        elif is_jobs(a):
+            skip = "=" not in a
+        else:
             out.append(a)
     return out
 
 
+INTERRUPTED = 130  # run_jobs' code when the parent was stopped by a signal (forwarded to the children)
+
+
 def run_jobs(argv: list[str], n_jobs: int, out=None) -> int:
-    """Run `python -m benchmarks argv` as `n_jobs` children at once; return 2 if any child exited 2 (bad input),
-    1 if any other child failed (a failed run, a signal), else 0. SIGINT/SIGTERM to the parent reach every child."""
+    """Run `python -m benchmarks argv` as `n_jobs` children at once (in this process's working folder); return
+    INTERRUPTED if SIGINT/SIGTERM stopped the parent (each child got it, forwarded), 2 if a child exited 2 (bad
+    input), 1 if any other child failed (a failed run, a crash), else 0. The children run in their own process
+    group, so a terminal's Ctrl-C reaches them once, through the parent."""
     out = out or sys.stdout
     argv = without_jobs(argv)
     threads = child_threads(n_jobs)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     write = threading.Lock()
     procs: list[subprocess.Popen] = []
+    stopped: list[int] = []
+    sink = {"broken": False}
+
+    def emit(text: str) -> None:
+        with write:
+            if sink["broken"]:
+                return
+            try:
+                out.write(text)
+                out.flush()
+            except (OSError, ValueError):  # a closed pipe (`... | head`): keep draining the children, drop output
+                sink["broken"] = True
 
     def pump(i: int, stream) -> None:
         for line in iter(stream.readline, ""):
-            with write:
-                out.write(f"[job {i}] {line}" if line.endswith("\n") else f"[job {i}] {line}\n")
-                out.flush()
+            emit(f"[job {i}] {line}" if line.endswith("\n") else f"[job {i}] {line}\n")
 
     def forward(signum, _frame) -> None:
+        stopped.append(signum)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     pumps = []
+    path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
     try:
-        with write:
-            out.write(f"--jobs {n_jobs}: {n_jobs} drivers share the results folder, {threads} torch thread(s) "
-                      f"each; per-run locks keep them apart\n")
-            out.flush()
+        emit(f"--jobs {n_jobs}: {n_jobs} drivers share the results folder, {threads} torch thread(s) each; "
+             f"per-run locks keep them apart\n")
         for i in range(1, n_jobs + 1):
+            if stopped:
+                break
             env = {**os.environ, ENV: f"{i}/{n_jobs}", "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1",
-                   "OMP_NUM_THREADS": str(threads)}
-            p = subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], cwd=root, env=env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+                   "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}
+            p = subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], env=env, text=True, encoding="utf-8",
+                                 errors="replace", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 process_group=0)
             procs.append(p)
             t = threading.Thread(target=pump, args=(i, p.stdout), daemon=True)
             t.start()
             pumps.append(t)
         codes = [p.wait() for p in procs]
         for t in pumps:
-            t.join()
+            t.join(timeout=10)  # a grandchild holding the pipe open must not hang the parent
     finally:
-        forward(signal.SIGTERM, None)  # the parent stopping early (an exception) leaves no child behind
+        for p in procs:  # the parent stopping early (an exception) leaves no child behind
+            if p.poll() is None:
+                p.terminate()
         for s, h in old.items():
             signal.signal(s, h)
     for i, c in enumerate(codes, 1):
         if c != 0:
-            with write:
-                out.write(f"--jobs: job {i} exited {c}\n")
+            emit(f"--jobs: job {i} exited {c}\n")
+    if stopped:
+        return INTERRUPTED
     if 2 in codes:
         return 2
     return 1 if any(codes) else 0
