@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.jobs > 1 and job is None and todo_plans(plans, args.results):  # the parent: N children train
         del cache  # loaded only to check the data before any child starts; each child loads its own
-        rc = run_jobs(argv, args.jobs)
+        rc = run_jobs(argv, args.jobs, stop_on_failure=args.fail_fast)
         if rc == INTERRUPTED:
             print(f"--jobs {args.jobs}: stopped by a signal; rerun the same command to resume", file=sys.stderr)
             return rc

@@ -9,7 +9,7 @@
 #   here, after it:  bash benchmarks/device_session.sh unpack <files_at>
 #                    (run JSONs -> results/runs/blcl-table4/, bench JSONs -> results/bench/, mid-run checkpoints ->
 #                    device_ckpt/), then ./reproduce.sh report and commit the JSONs and REPORT.md
-#   if table4 is unfinished: unpack, then call `BUDGET_S=<device seconds left - 60> bash benchmarks/device_session.sh
+#   if table4 is unfinished: unpack, then call `DS_BUDGET_S=<device seconds left - 60> bash benchmarks/device_session.sh
 #   table4` again (same carry; `status` says what is left). On the warm machine it resumes from checkpoints/; on a
 #   fresh one (a later call or session) from the carried device_ckpt/.
 #
@@ -18,15 +18,18 @@
 #   bench   ./reproduce.sh bench --device cuda --size full --rounds 2 --jobs 3x3 -> bench/cuda.json (GPU targets;
 #           jobs-3x3 times the way table4 trains; if the step's time runs out, bench/cuda.partial.json holds the
 #           rounds it finished)
-#   table4  the ResNet-20 row of blcl-table4 (MNIST, 160 epochs, 9 runs): packed 3 seeds a network, $JOBS drivers
+#   table4  the ResNet-20 row of blcl-table4 (MNIST, 160 epochs, 9 runs): packed 3 seeds a network, $DS_JOBS (3) drivers
 #           side by side on the one GPU (--jobs: small networks leave it idle between kernel launches), a resumable
 #           checkpoint every 10 epochs
 #   packcheck  packed vs unpacked final accuracies of blcl-table4's MLP row (ERM, BLCL; 3 seeds, K=3) on the GPU
-# Every step runs under `timeout` within BUDGET_S seconds (default 560, under the call's 600 s) so that what was
+# Every step runs under `timeout` within DS_BUDGET_S seconds (default 560, under the call's 600 s) so that what was
 # written is always packed for the trip back: $OUT/results.tar.gz (run and bench JSONs, logs, device.txt, a
 # checkpoint manifest), $OUT/session.log, and the mid-run checkpoints of unfinished runs as $OUT/ckpt.tar.NN parts
 # (15 MiB each; up to 40 MiB in all, so that they fit the 64 MiB that comes back and the tree that carries them). If torch.compile fails on the device, the step reruns with --compile off (recorded in every JSON under
 # provenance.engine) and logs/compile_failed.txt says why.
+# Settings (environment, DS_ so that nothing the machine already sets is read): DS_BUDGET_S (560), DS_DEVICE (cuda),
+# DS_SIZE (full; tiny for a CPU rehearsal), DS_BENCH_ROUNDS (2), DS_BENCH_JOBS (3x3), DS_TABLE4_BUDGET (full;
+# smoke for a rehearsal), DS_JOBS (3), DS_CKPT_EVERY (10), DS_COMPILE (auto), DS_CKPT_CAP (40 MiB), DS_WORK.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,16 +104,16 @@ export CLREPRO_DATA="${CLREPRO_DATA:-$PWD/data_local}"  # carried MNIST (torchvi
 export CLREPRO_NO_DOWNLOAD=1                             # the device has no internet
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-$PWD/device_out/out}"
-WORK="${WORK:-$PWD/device_out/work}"                     # everything is gathered here, then packed into $OUT
-DEVICE="${DEVICE:-cuda}"
-BUDGET_S="${BUDGET_S:-560}"
-SIZE="${SIZE:-full}"                                    # bench size; tiny for a rehearsal on a CPU
-BENCH_ROUNDS="${BENCH_ROUNDS:-2}"
-BENCH_JOBS="${BENCH_JOBS:-3x3}"                         # the bench's side-by-side path: how table4 trains below
-TABLE4_BUDGET="${TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU (table4, packcheck)
-JOBS="${JOBS:-3}"
-CKPT_EVERY="${CKPT_EVERY:-10}"                          # epochs between mid-run checkpoints of table4
-COMPILE="${COMPILE:-auto}"
+WORK="${DS_WORK:-$PWD/device_out/work}"                     # everything is gathered here, then packed into $OUT
+DEVICE="${DS_DEVICE:-cuda}"
+BUDGET_S="${DS_BUDGET_S:-560}"
+SIZE="${DS_SIZE:-full}"                                    # bench size; tiny for a rehearsal on a CPU
+BENCH_ROUNDS="${DS_BENCH_ROUNDS:-2}"
+BENCH_JOBS="${DS_BENCH_JOBS:-3x3}"                         # the bench's side-by-side path: how table4 trains below
+TABLE4_BUDGET="${DS_TABLE4_BUDGET:-full}"                  # smoke for a rehearsal on a CPU (table4, packcheck)
+JOBS="${DS_JOBS:-3}"
+CKPT_EVERY="${DS_CKPT_EVERY:-10}"                          # epochs between mid-run checkpoints of table4
+COMPILE="${DS_COMPILE:-auto}"
 start=$(date +%s)
 rm -rf "$WORK"; mkdir -p "$OUT" "$WORK/bench" "$WORK/runs" "$WORK/logs"
 stamp="$WORK/.start"; touch "$stamp"
@@ -132,7 +135,7 @@ fi
   > "$WORK/device.txt" 2>&1
 log "device: $(tail -n 1 "$WORK/device.txt")"
 
-CKPT_CAP="${CKPT_CAP:-$((40 * 1024 * 1024))}"  # what may come back as checkpoints: 64 MiB returned / carried, less the rest
+CKPT_CAP="${DS_CKPT_CAP:-$((40 * 1024 * 1024))}"  # what may come back as checkpoints: 64 MiB returned / carried, less the rest
 pack_out() {  # what the steps wrote so far, packed into at most 5 files under $OUT (only $OUT comes back)
   find results/runs/blcl-table4 -name '*.json' -newer "$stamp" -exec cp -f {} "$WORK/runs/" \; 2>/dev/null
   local ck="$WORK/.ckpt.tar" manifest="$WORK/ckpt_manifest.txt"

@@ -51,9 +51,9 @@ def test_prepare_gzips_the_mnist_files(tmp_path):
 def _pack(root, tmp_path, tag, cap=None):
     """The device half with no time for any step: it packs what checkpoints/ and results/ hold into $OUT."""
     out = tmp_path / f"out-{tag}"
-    env = {"OUT": str(out), "BUDGET_S": "40", "CLREPRO_PYTHON": "true", "DEVICE": "cpu"}
+    env = {"OUT": str(out), "DS_BUDGET_S": "40", "CLREPRO_PYTHON": "true", "DS_DEVICE": "cpu"}
     if cap is not None:
-        env["CKPT_CAP"] = str(cap)
+        env["DS_CKPT_CAP"] = str(cap)
     r = _sh(root, "table4", env=env)
     assert r.returncode == 0, r.stderr
     return out

@@ -165,3 +165,23 @@ def test_nightly_trains_with_jobs_then_checks_once(tmp_path, data_root):
     assert sorted(trained) == sorted(recs)
     assert (res / "REPORT.md").exists()
     assert r.returncode == 2 and r.stderr.count("no cpu baseline for suite 'syn'") == 1  # the parent's check, once
+
+
+def test_fail_fast_stops_the_siblings(tmp_path, monkeypatch):
+    """--fail-fast with --jobs: the first child to fail stops the others (a stand-in interpreter plays the
+    children: job 1 fails at once, job 2 would train for a minute)."""
+    import io
+
+    from benchmarks.launchers.jobs import run_jobs
+
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nif [ "$CLREPRO_JOB" = 1/2 ]; then echo "run failed"; exit 1; fi\n'
+                    'echo training; exec sleep 60\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    out = io.StringIO()
+    t0 = time.time()
+    assert run_jobs(["blcl-table4", "--fail-fast"], 2, out=out, stop_on_failure=True) == 1
+    assert time.time() - t0 < 30
+    text = out.getvalue()
+    assert "[job 1] run failed" in text and "job 1 exited 1" in text and "job 2 exited -15" in text

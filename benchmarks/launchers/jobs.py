@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 ENV = "CLREPRO_JOB"  # "i/N" in a child's environment
 
@@ -72,11 +73,12 @@ def without_jobs(argv: list[str]) -> list[str]:
 INTERRUPTED = 130  # run_jobs' code when the parent was stopped by a signal (forwarded to the children)
 
 
-def run_jobs(argv: list[str], n_jobs: int, out=None) -> int:
+def run_jobs(argv: list[str], n_jobs: int, out=None, stop_on_failure: bool = False) -> int:
     """Run `python -m benchmarks argv` as `n_jobs` children at once (in this process's working folder); return
     INTERRUPTED if SIGINT/SIGTERM stopped the parent (each child got it, forwarded), 2 if a child exited 2 (bad
     input), 1 if any other child failed (a failed run, a crash), else 0. The children run in their own process
-    group, so a terminal's Ctrl-C reaches them once, through the parent."""
+    group, so a terminal's Ctrl-C reaches them once, through the parent. `stop_on_failure` (--fail-fast): the first
+    child to exit non-zero stops its siblings (SIGTERM)."""
     out = out or sys.stdout
     argv = without_jobs(argv)
     threads = child_threads(n_jobs)
@@ -124,6 +126,12 @@ def run_jobs(argv: list[str], n_jobs: int, out=None) -> int:
             t = threading.Thread(target=pump, args=(i, p.stdout), daemon=True)
             t.start()
             pumps.append(t)
+        while any(p.poll() is None for p in procs):
+            if stop_on_failure and any(p.poll() not in (None, 0) for p in procs):
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+            time.sleep(0.2)
         codes = [p.wait() for p in procs]
         for t in pumps:
             t.join(timeout=10)  # a grandchild holding the pipe open must not hang the parent
