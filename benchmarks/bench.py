@@ -86,11 +86,9 @@ def cpu_model() -> str:
 def device_record(device) -> dict:
     import torch
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    rec = {"device_class": device.type, "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
+    from benchmarks.launchers.jobs import usable_cores
+
+    rec = {"device_class": device.type, "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         rec["device"] = torch.cuda.get_device_name(device)
@@ -225,8 +223,7 @@ def jobs_child() -> None:
 
     from engine.options import EngineOptions
 
-    job = json.loads(sys.stdin.readline())
-    torch.set_num_threads(job["threads"])
+    job = json.loads(sys.stdin.readline())  # threads: $OMP_NUM_THREADS, set by jobs_epoch_seconds
     device, options = torch.device(job["device"]), EngineOptions(**job["options"])
     splits = child_splits(job["data"])
     specs = [dict(job["spec"], seed=s) for s in job["seeds"]]
@@ -278,7 +275,7 @@ def jobs_epoch_seconds(n: int, k: int, spec: dict, data: dict, device, options, 
 
     try:
         for i, p in enumerate(procs):
-            p.stdin.write(json.dumps({"threads": threads, "device": device.type, "options": options.record(),
+            p.stdin.write(json.dumps({"device": device.type, "options": options.record(),
                                       "data": data, "spec": spec, "seeds": [i * k + j for j in range(k)]}) + "\n")
             p.stdin.flush()
         for i in range(n):
@@ -426,8 +423,10 @@ class Workload:
             if p.startswith("packed-"):
                 paths[p]["k"] = int(p.split("-")[1])
             if p.startswith("jobs-"):
+                from benchmarks.launchers.jobs import child_threads
+
                 n, k = jobs_shape(p)
-                paths[p].update({"processes": n, "k": k, "threads_each": _child_threads(n),
+                paths[p].update({"processes": n, "k": k, "threads_each": child_threads(n),
                                  "what": f"{n} processes side by side (--jobs {n}), each training "
                                          f"{'one run' if k == 1 else f'{k} packed seeds'}; the slowest one's epoch"})
         ratios = {}
@@ -543,12 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overhead", action="store_true", help="skip the per-method step-time ratios")
     p.add_argument("--data", default=None, help="MNIST root (default: $CLREPRO_DATA, else ../shared/data)")
     return p
-
-
-def _child_threads(n: int) -> int:
-    from benchmarks.launchers.jobs import child_threads
-
-    return child_threads(n)
 
 
 def parse_jobs(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import sys
 from data import dataset_present
 
 from .errors import UsageError
-from .launchers.jobs import INTERRUPTED, child_threads, run_jobs, this_job
+from .launchers.jobs import INTERRUPTED, run_jobs, this_job
 from .targets import BUDGETS, TARGET_DIR, load_targets, resolve, snapshot_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -294,10 +294,6 @@ def main(argv: list[str] | None = None) -> int:
         write_report(targets, args.results, report_path(args))
         print(f"report: {report_path(args)}")
         return rc or (1 if left else 0)
-    if job is not None:
-        import torch
-
-        torch.set_num_threads(child_threads(job[1]))
     failed = run_plans(plans, data_root, args.results, device, args.fail_fast, download=not args.no_download,
                        cache=cache, snapshots=snapshot_epochs(targets, args.seeds), pack=args.pack,
                        options=engine_options(args, device), checkpoints=args.checkpoints)

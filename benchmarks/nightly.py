@@ -34,7 +34,7 @@ import yaml
 
 from .cli import ROOT, _int_at_least, default_data_root, load_needed
 from .errors import UsageError
-from .launchers.jobs import INTERRUPTED, child_threads, run_jobs, this_job
+from .launchers.jobs import INTERRUPTED, run_jobs, this_job
 from .report import _by_seed, _stats, gain_interval, verdict
 from .store import index_results, read_record, write_atomic
 from .targets import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
@@ -328,16 +328,13 @@ def _run(args, argv: list[str], plans, targets, chosen, results: str) -> None:
     snaps = snapshot_epochs(targets, sorted({p.spec["seed"] for p in plans}))  # figures sharing these runs
     job = this_job()
     if args.jobs > 1 and job is None:  # N children train (each: this command, --jobs left out); then one report
+        del cache  # loaded only to check the data before any child starts; each child loads its own
         rc = run_jobs(["nightly", *argv, "--results", results], args.jobs)
         if rc == INTERRUPTED:  # no check of half-trained results, and never a baseline from them
             raise Interrupted()
         if rc == 2:
             raise UsageError("a --jobs child refused its input (see its [job i] lines)")
     else:
-        if job is not None:
-            import torch
-
-            torch.set_num_threads(child_threads(job[1]))
         run_plans(plans, data_root, results, device, download=not args.no_download, cache=cache, snapshots=snaps)
     if job is None:
         write_report(chosen, results, os.path.join(results, "REPORT.md"))

@@ -5,7 +5,7 @@ environment. It runs the local launcher as usual: it walks the same matrix and t
 driver holds, since the runner takes a per-run flock before it trains (`runner.acquire`). So each run is trained by
 exactly one child, a KD student waits for the child training its teacher (the runner's blocking teacher lock), and
 a child killed mid-run leaves its mid-run checkpoint for the next invocation. A child uses cores // N torch threads
-(`child_threads`), draws no progress bar and writes no report; the parent prefixes each child's lines with
+(`child_threads`, passed as $OMP_NUM_THREADS, which torch reads at start), draws no progress bar and writes no report; the parent prefixes each child's lines with
 `[job i]`, waits for all of them, and the caller writes the report once.
 
 When it pays: where one run leaves the hardware idle. On the 2-core CPU an MNIST-MLP step (batch 20) is too small
