@@ -23,9 +23,18 @@ python_for_run() {
   want="$(sha256sum requirements.txt | cut -d' ' -f1)"
   if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "setting up .venv from requirements.txt (once; log in .venv/install.log) ..." >&2
+    local free_kib
+    free_kib="$(df -Pk . | awk 'NR==2 {print $4}')"
+    if [[ -n "$free_kib" ]] && (( free_kib < 8 * 1024 * 1024 )); then
+      echo "warning: $((free_kib / 1024)) MiB free here; the venv (torch with its CUDA wheels) needs about 7 GiB" >&2
+    fi
     python3 -m venv .venv
-    if ! .venv/bin/python -m pip install -r requirements.txt > .venv/install.log 2>&1; then
+    # --no-cache-dir: no second copy of the wheels in ~/.cache/pip (about 3 GiB)
+    if ! .venv/bin/python -m pip install --no-cache-dir -r requirements.txt > .venv/install.log 2>&1; then
       tail -n 20 .venv/install.log >&2
+      if grep -q "No space left on device" .venv/install.log; then
+        echo "error: the disk filled up ($(df -Ph . | awk 'NR==2 {print $4}') free now); free space, then rerun" >&2
+      fi
       echo "error: installing requirements.txt failed (full log: .venv/install.log)" >&2
       exit 2
     fi
