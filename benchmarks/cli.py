@@ -100,10 +100,10 @@ def parser() -> argparse.ArgumentParser:
                         "CUDA, 1 on CPU. Methods with per-run state decline (README: Packed runs)")
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
                    help="GPU fast path: bf16 autocast, channels_last, torch.compile, fused optimizers "
-                        "(auto: all on for CUDA; on the CPU only the fused optimizers); recorded in each JSON under "
+                        "(auto: all on for CUDA; on the CPU channels_last and the fused optimizers); recorded in each JSON under "
                         "provenance.engine")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="torch.compile within the fast path (auto: on for CUDA)")
+                   help="torch.compile (auto: on for CUDA; on on the CPU compiles without bf16, unless --fast off)")
     p.add_argument("--checkpoint-every", type=_int_at_least("--checkpoint-every", 0), default=0, metavar="EPOCHS",
                    help="save a resumable mid-run checkpoint every EPOCHS epochs (default 0: every 5 minutes)")
     p.add_argument("--checkpoints", default=None, metavar="DIR",

@@ -178,10 +178,12 @@ def train_records(plans: list[Plan], data_root: str, device: torch.device, env: 
     records = [_record_head(p) for p in plans]
     snaps_out: list[dict | None] = [None] * len(plans)
     states_out: list[dict | None] = [None] * len(plans)
+    source = None
     try:
         name = plans[0].spec["data"]["dataset"]
         if name not in cache:
             cache[name] = load_dataset(name, data_root, download=download)
+        source = cache[name].meta.get("source")
         outs = train_group([p.spec for p in plans], cache[name], device, on_epoch=progress,
                            role_states=role_states, keep_state=[p.run_id in keep_state for p in plans],
                            snapshot_epochs=[(snapshot_epochs or {}).get(p.run_id) for p in plans], options=opts)
@@ -208,6 +210,8 @@ def train_records(plans: list[Plan], data_root: str, device: torch.device, env: 
         rec["provenance"] = {**env, "start": started.isoformat(timespec="seconds"),
                              "end": end.isoformat(timespec="seconds"),
                              "wall_seconds": round(time.perf_counter() - t0, 3), "engine": engine}
+        if source is not None:  # which copy of the data (e.g. CIFAR's WebP mosaics and their sha256, data/)
+            rec["provenance"]["data_source"] = source
     return list(zip(records, snaps_out, states_out))
 
 

@@ -47,7 +47,7 @@ ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "v
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
-BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size", "rates"}  # rates: a subset of the rows'
+BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size", "rates", "reason"}  # rates: a subset of the rows'
 PUBLISHED_KEYS = {"row", "variant", "rate", "value", "std", "source", "uncertain"}  # rate: the noise rate (default 0)
 CLAIM_KEYS = {"row", "method", "baseline", "text"}
 
@@ -125,6 +125,8 @@ class Target:
 
     def _recipe(self, name: str, over: dict) -> dict:
         recipe = dict(self.raw["recipes"][name])
+        if "epochs" in over and "schedule" not in over and over["epochs"] != recipe["epochs"]:
+            recipe["schedule"] = scale_schedule(recipe["schedule"], recipe["epochs"], over["epochs"])
         recipe.update({k: v for k, v in over.items() if k in RECIPE_KEYS})
         return recipe
 
@@ -410,6 +412,24 @@ def resolve(name: str, targets: dict[str, Target]) -> list[Target]:
             return [targets[cand]]
     raise UsageError(f"unknown target {name!r}; known: {', '.join(sorted(targets))}, a paper name "
                      f"({', '.join(PAPERS)}) or all")
+
+
+def scale_schedule(schedule: dict, epochs: int, new_epochs: int) -> dict:
+    """The schedule of a budget that trains `new_epochs` instead of the recipe's `epochs` (issue 18): the same
+    learning-rate curve over the fraction of training. Multistep milestones move to the same fractions (rounded,
+    at least epoch 1, distinct: 80 and 120 of 160 become 15 and 22 of 30); a periodic cosine's period scales
+    likewise; an exponential decay's per-epoch gamma becomes gamma ** (epochs / new_epochs), so the last epoch's
+    lr is unchanged; cosine (T_max = the run's epochs) and constant need nothing. A budget that names its own
+    `schedule` keeps it as written."""
+    out, f = dict(schedule), new_epochs / epochs
+    if out["name"] == "multistep":
+        ms = sorted({max(1, round(m * f)) for m in out["milestones"]})
+        out["milestones"] = ms
+    elif out["name"] == "cosine_restarts":
+        out["period"] = max(1, round(out["period"] * f))
+    elif out["name"] == "exponential":
+        out["gamma"] = float(out["gamma"] ** (epochs / new_epochs))
+    return out
 
 
 def snapshot_epochs(targets: dict[str, Target], seeds: list[int] | None = None) -> dict[str, set[int]]:

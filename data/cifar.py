@@ -5,7 +5,9 @@ pattern 5); they download `cifar-10-python.tar.gz` / `cifar-100-python.tar.gz` i
 `<root>/cifar-10-batches-py` / `<root>/cifar-100-python`, and check every batch file's MD5 on each load. We do not
 copy those checksums. 50,000 train / 10,000 test images, returned as uint8 N x 3 x 32 x 32 (RGB planes); CIFAR-100
 uses the 100 fine labels. A missing, truncated or altered file is a RuntimeError naming it; nothing is downloaded
-again when the files are present (download is only tried when some file is missing, once).
+again when the files are present (download is only tried when some file is missing, once). When the archive's files
+are absent but `<root>/CIFAR10/meta.json` (`CIFAR100/`) is there, the lossless WebP copy is read instead
+(data/cifar_webp.py); `Splits.meta["source"]` says which copy was read.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
+from . import cifar_webp
 from .registry import Splits, register_dataset
 
 # Per-channel mean / std of the training images scaled to [0, 1] (pixel-level over the whole training set), the
@@ -33,10 +36,14 @@ def _files(cls: type[CIFAR10]) -> list[tuple[str, str]]:
     return [(f, md5) for f, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"], cls.meta["md5"])]
 
 
-def _present(cls: type[CIFAR10]):
+def _archive_present(cls: type[CIFAR10], root: str) -> bool:
+    folder = os.path.join(root, cls.base_folder)
+    return all(os.path.isfile(os.path.join(folder, f)) for f, _ in _files(cls))
+
+
+def _present(cls: type[CIFAR10], name: str):
     def present(root: str) -> bool:
-        folder = os.path.join(root, cls.base_folder)
-        return all(os.path.isfile(os.path.join(folder, f)) for f, _ in _files(cls))
+        return _archive_present(cls, root) or cifar_webp.present(root, name)
 
     return present
 
@@ -46,8 +53,15 @@ def _nchw(data: np.ndarray) -> torch.Tensor:
 
 
 def _load(cls: type[CIFAR10], name: str, num_classes: int, root: str, download: bool) -> Splits:
+    """The published archive when its files are there (first choice), else the WebP copy when `<root>/CIFAR10/
+    meta.json` is there (data/cifar_webp.py), else a download of the archive (when allowed)."""
     folder = os.path.join(root, cls.base_folder)
-    present = _present(cls)(root)
+    present = _archive_present(cls, root)
+    if not present and cifar_webp.present(root, name):
+        splits, classes, source = cifar_webp.load(root, name)
+        (x_tr, y_tr), (x_te, y_te) = splits["train"], splits["test"]
+        return Splits(name=name, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, num_classes=num_classes,
+                      kind="image", meta={**STATS[name], "classes": classes, "source": source})
     if not present and not download:
         raise FileNotFoundError(f"{name}: {folder} is missing or incomplete; load with download=True, or unpack "
                                 f"{cls.url} into {root}")
@@ -70,17 +84,19 @@ def _load(cls: type[CIFAR10], name: str, num_classes: int, root: str, download: 
         y_test=torch.tensor(te.targets, dtype=torch.long),
         num_classes=num_classes,
         kind="image",
-        meta={**STATS[name], "classes": list(tr.classes)},
+        meta={**STATS[name], "classes": list(tr.classes),
+              "source": {"copy": "torchvision-archive", "path": os.path.abspath(folder), "url": cls.url,
+                         "md5": cls.tgz_md5}},
     )
 
 
-@register_dataset("cifar10", _present(CIFAR10))
+@register_dataset("cifar10", _present(CIFAR10, "cifar10"))
 def cifar10(root: str, download: bool = True) -> Splits:
     """CIFAR-10: 10 classes, 50,000 train / 10,000 test, 32 x 32 RGB."""
     return _load(CIFAR10, "cifar10", 10, root, download)
 
 
-@register_dataset("cifar100", _present(CIFAR100))
+@register_dataset("cifar100", _present(CIFAR100, "cifar100"))
 def cifar100(root: str, download: bool = True) -> Splits:
     """CIFAR-100: 100 fine classes, 50,000 train / 10,000 test, 32 x 32 RGB."""
     return _load(CIFAR100, "cifar100", 100, root, download)

@@ -22,3 +22,22 @@ def data_root() -> str:
             pytest.fail("CI must have the real data (../shared/data or CLREPRO_DATA)")
         pytest.skip("real data not found (set CLREPRO_DATA)")
     return root
+
+
+_CACHE_DIR: str | None = None
+
+
+def pytest_configure(config):
+    """Decoded-dataset caches (data/cifar_webp.py) go to a temporary folder, never the user's ~/.cache."""
+    global _CACHE_DIR
+    import tempfile
+
+    _CACHE_DIR = tempfile.mkdtemp(prefix="clrepro-test-cache-")
+    os.environ["CLREPRO_CACHE"] = _CACHE_DIR
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if _CACHE_DIR:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)

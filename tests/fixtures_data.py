@@ -153,3 +153,38 @@ def run_smoke(base, targets: list[str]) -> dict[str, int]:
                 for t in targets}
     finally:
         mp.undo()
+
+
+def write_cifar_webp(root, name: str = "cifar10", n_train: int = 12, n_test: int = 5, per_file: int = 6,
+                     per_row: int = 4, seed: int = 0) -> dict:
+    """A tiny copy of `../shared/data/CIFAR10` (`CIFAR100`) in exactly its format: lossless WebP mosaics of
+    `per_file` 32 x 32 tiles on a `per_row`-wide grid (row-major, unused tiles black), `labels.npz` and
+    `meta.json` with the sha256 of the decoded N x 32 x 32 x 3 uint8 arrays. Returns the arrays written."""
+    import hashlib
+    import json
+
+    folder_ = os.path.join(root, {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[name])
+    os.makedirs(folder_, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_classes = 10 if name == "cifar10" else 100
+    out, files = {}, {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        out[f"x_{split}"], out[f"y_{split}"] = x, rng.integers(0, n_classes, n).astype(np.int16)
+        files[split] = []
+        rows = -(-per_file // per_row)
+        for j, start in enumerate(range(0, n, per_file)):
+            tiles = np.zeros((rows * per_row, 32, 32, 3), np.uint8)
+            part = x[start:start + per_file]
+            tiles[:len(part)] = part
+            mosaic = tiles.reshape(rows, per_row, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(rows * 32, per_row * 32, 3)
+            fname = f"{split}_{j}.webp"
+            Image.fromarray(mosaic).save(os.path.join(folder_, fname), lossless=True)
+            files[split].append(fname)
+    np.savez(os.path.join(folder_, "labels.npz"), y_train=out["y_train"], y_test=out["y_test"])
+    meta = {"dataset": name, "tile": [32, 32, 3], "per_file": per_file, "tiles_per_row": per_row, "files": files,
+            "sha256": {k: hashlib.sha256(out[k].tobytes()).hexdigest() for k in ("x_train", "x_test")},
+            "classes": [f"class{i}" for i in range(n_classes)]}
+    with open(os.path.join(folder_, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return out
