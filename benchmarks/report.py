@@ -87,6 +87,50 @@ def _devices(recs: list[dict]) -> list[str]:
     return sorted({r["provenance"]["device"] for r in recs})
 
 
+def data_sources(recs: list[dict]) -> list[str]:
+    """One line per copy of the data the runs read (`provenance.data_source`, e.g. CIFAR's WebP mosaics)."""
+    seen = {}
+    for r in recs:
+        src = r["provenance"].get("data_source")
+        if src:
+            key = (r["spec"]["data"]["dataset"], src.get("copy"), tuple(sorted((src.get("sha256") or {}).items())))
+            seen[key] = src
+    out = []
+    for (name, copy, sha), src in sorted(seen.items()):
+        if copy == "webp-mosaics":
+            sums = ", ".join(f"{k} {v[:12]}…" for k, v in sha)
+            out.append(f"{name}: this project's lossless WebP copy (`{os.path.basename(src['path'])}/`, decoded "
+                       f"arrays' sha256 {sums}), not the published archive (see its README)")
+        else:
+            out.append(f"{name}: {copy}" + (f" ({src['url']}, md5 {src['md5']})" if src.get("url") else ""))
+    return out
+
+
+def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs: list[int]) -> list[str]:
+    """Outside anchors (YAML `external`) of this budget next to our measured mean."""
+    ext = [e for e in raw.get("external", []) if e.get("budget", "full") == budget]
+    if not ext:
+        return []
+    out = ["Outside anchors (numbers from outside the paper for the same network and recipe):", "",
+           "| Row | Method | Reference | Source | Measured | Measured − reference | Check |", "|---|---|---|---|---|---|---|"]
+    for e in ext:
+        recs = next((rs for (row, v, _, rate), rs in by_cell.items() if row == e["row"] and v == e["variant"]
+                     and rate == 0.0), [])
+        accs = _accs(recs)
+        diff, check = "—", "not run"
+        if accs:
+            d = _stats(accs)[0] - e["value"]
+            diff = f"{d:+.2f}"
+            tol = e.get("tolerance")
+            check = ("—" if tol is None else
+                     f"within {tol:g} points or above" if d >= -tol else
+                     f"**more than {tol:g} points below: find out why (augmentation, normalisation, weight decay, "
+                     f"schedule, evaluation mode)**")
+        out.append(f"| {labels[e['row']]} | {e['variant']} | {e['value']:.2f} | {e['source']} | {fmt_cell(accs)} "
+                   f"| {diff} | {check} |")
+    return out + [""]
+
+
 def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str) -> str:
     raw = t.raw
     out = [f"## {t.name}: {raw['title']}", "",
@@ -120,9 +164,19 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 f"epochs: {', '.join(map(str, epochs))}. Measured is the test accuracy (%) after the last epoch; "
                 f"the best epoch's is shown for reference only (chosen on the test set, so optimistic).",
                 ""]
-        if budget != "full":
+        sources = data_sources(recs_all)
+        if sources:
+            out += ["Data: " + "; ".join(sources) + ".", ""]
+        reason = (raw["budgets"][budget] or {}).get("reason")
+        if budget == "smoke":
             out += ["*Not the paper's setting: these numbers say that the pipeline runs, not whether the paper "
-                    "reproduces; verdicts are given at the full budget only.*", ""]
+                    "reproduces; no verdicts at this budget.*", ""]
+        elif budget != "full":
+            full_epochs = sorted({p.spec["recipe"]["epochs"] for p in t.plans("full", seeds=[0])})
+            out += [f"*Not the paper's setting: {', '.join(map(str, epochs))} epochs instead of "
+                    f"{', '.join(map(str, full_epochs))}" + (f" ({reason})" if reason else "") + ". "
+                    "'Published' is the paper's full-budget number, shown for scale, not as the same setting; the "
+                    "claim verdicts below are for this budget's runs.*", ""]
         unplanned = [r for r in raw["rows"] if r.get("not_planned")]
         if plans or unplanned:
             out += ["| Row | Method | Published | Measured | Measured − published | Best epoch (test-selected) "
@@ -171,9 +225,12 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 out.append(f"| {labels[row['id']]} | {'—' if p is None else p['variant']} | {value} | not planned: "
                            f"{row['not_planned'].strip()} | — | — | — | — |")
         out.append("")
-        claims = raw.get("claims", []) if budget == "full" else []
+        out += external_rows(raw, budget, by_cell, labels, epochs)
+        claims = raw.get("claims", []) if budget != "smoke" and (budget == "full" or recs_all) else []
         if claims:
-            out += ["| Claim | Variant | Published gain | Measured gain [95% interval] | Verdict |", "|---|---|---|---|---|"]
+            pub_head = "Published gain" if budget == "full" else "Published gain (full budget)"
+            out += [f"| Claim | Variant | {pub_head} | Measured gain [95% interval] | Verdict (budget `{budget}`) |",
+                    "|---|---|---|---|---|"]
             for c in claims:
                 # a claim names a variant (only its cells) or a published column (every variant compared as it)
                 by_variant = c["method"] in raw["variants"]

@@ -42,7 +42,7 @@ FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report
 ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alone, never from runs
 FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau", "split_epoch"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
-            "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch"}
+            "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch", "external"}
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned"}
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
@@ -50,6 +50,9 @@ RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "norm
 BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size", "rates", "reason"}  # rates: a subset of the rows'
 PUBLISHED_KEYS = {"row", "variant", "rate", "value", "std", "source", "uncertain"}  # rate: the noise rate (default 0)
 CLAIM_KEYS = {"row", "method", "baseline", "text"}
+# outside anchors (issue 18): another paper's or implementation's number for one of our cells, e.g. He et al.'s
+# ResNet-20 on CIFAR-10; `tolerance`: how far below it a measured mean may land before the report asks why
+EXTERNAL_KEYS = {"row", "variant", "value", "source", "budget", "tolerance"}
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,18 @@ def _validate(raw: dict, path: str) -> None:
         if p["row"] not in ids or p["variant"] not in names | set(quoted):
             raise UsageError(f"{w}: published[{i}] names row {p['row']!r} / variant {p['variant']!r}; "
                              f"rows: {sorted(ids)}, variants: {sorted(names | set(quoted))}")
+    if not isinstance(raw.get("external", []), list):
+        raise UsageError(f"{w}: external must be a list")
+    for i, p in enumerate(raw.get("external", [])):
+        _keys(f"{w}: external[{i}]", p, EXTERNAL_KEYS, {"row", "variant", "value", "source"})
+        for k in ("value", "tolerance"):
+            if k in p and (not isinstance(p[k], (int, float)) or isinstance(p[k], bool)):
+                raise UsageError(f"{w}: external[{i}].{k} {p[k]!r} must be a number")
+        if p["row"] not in ids or p["variant"] not in raw["variants"]:
+            raise UsageError(f"{w}: external[{i}] names row {p['row']!r} / variant {p['variant']!r}; "
+                             f"rows: {sorted(ids)}, variants: {sorted(raw['variants'])}")
+        if p.get("budget", "full") not in raw["budgets"]:
+            raise UsageError(f"{w}: external[{i}].budget {p['budget']!r}; allowed: {sorted(raw['budgets'])}")
     for i, c in enumerate(raw.get("claims", [])):
         _keys(f"{w}: claims[{i}]", c, CLAIM_KEYS, {"row", "method", "baseline"})
         if c["row"] not in ids or c["method"] not in names or c["baseline"] not in names:

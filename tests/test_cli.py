@@ -96,6 +96,10 @@ def _bad_target(cli, tmp_path, mutate):
     (lambda raw: raw["published"][0].update(value="n/a"), "n/a"),
     (lambda raw: raw["variants"].update(erm=None), "variants.erm"),
     (lambda raw: raw["rows"][0]["noise"].update(rates=0.5), "rates"),
+    (lambda raw: raw.update(external=[{"row": "wordcnn", "variant": "ermm", "value": 1.0, "source": "x"}]), "ermm"),
+    (lambda raw: raw.update(external=[{"row": "wordcnn", "variant": "erm", "value": "high", "source": "x"}]), "high"),
+    (lambda raw: raw.update(external=[{"row": "wordcnn", "variant": "erm", "value": 1.0, "sauce": "x"}]), "sauce"),
+    (lambda raw: raw["budgets"]["reduced"].update(reasons="x"), "reasons"),
 ])
 def test_bad_yaml_exits_2_naming_the_key(tmp_path, cli, mutate, needle):
     r = _bad_target(cli, tmp_path, mutate)

@@ -254,3 +254,59 @@ def test_teacher_per_seed_cells_report_every_seed(tmp_path):
     claim = _line(text, "| KD improves the student over training alone | kd vs erm")
     assert "+1.00 [" in claim, claim
     assert "| EXT Study: curriculum distillation on Fashion-MNIST | 6 / 12 |" in text
+
+
+def _table1(tmp_path, budget, accs, source=None):
+    """blcl-table1's ResNet-20 row at `budget`: variant -> accuracy per seed (seed index)."""
+    t = TARGETS["blcl-table1"]
+    for plan in t.plans(budget):
+        if plan.row == "resnet20" and plan.variant in accs and plan.spec["seed"] < len(accs[plan.variant]):
+            rec = record(plan, accs[plan.variant][plan.spec["seed"]])
+            if source:
+                rec["provenance"]["data_source"] = source
+            assert problems(rec) == []
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
+    return write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md"))
+
+
+def _section(text, target, budget):
+    part = text.split(f'<a id="{target}"></a>')[1].split("<a id=")[0]
+    return part.split(f"### Budget `{budget}`")[1].split("### Budget")[0]
+
+
+def test_outside_anchor_next_to_the_full_budget_run(tmp_path):
+    src = {"copy": "webp-mosaics", "path": "/x/CIFAR10", "sha256": {"x_train": "9d6dff11476b50fa" + "0" * 48,
+                                                                     "x_test": "8c6044d24ea39f7c" + "0" * 48}}
+    text = _section(_table1(tmp_path, "full", {"erm": [90.5]}, src), "blcl-table1", "full")
+    he = _line(text, "| ResNet-20 | erm | 91.25 |")
+    assert "He et al. 2016" in he and "| 90.50 (n=1) | -0.75 |" in he and "more than 0.5 points below: find out why" in he
+    ref = _line(text, "| ResNet-20 | erm | 91.73 |")
+    assert "-1.23" in ref and ref.endswith("| — |")  # no tolerance given: no check
+    assert "Data: cifar10: this project's lossless WebP copy (`CIFAR10/`" in text and "x_train 9d6dff11476b…" in text
+    assert "not the published archive" in text
+
+
+def test_outside_anchor_within_tolerance(tmp_path):
+    text = _section(_table1(tmp_path, "full", {"erm": [91.0]}), "blcl-table1", "full")
+    assert "| -0.25 | within 0.5 points or above |" in _line(text, "| ResNet-20 | erm | 91.25 |")
+
+
+def test_reduced_budget_labelled_and_given_verdicts(tmp_path):
+    text = _section(_table1(tmp_path, "reduced", {"erm": [85.0, 86.0, 85.5], "blcl": [86.0, 87.5, 86.0]}),
+                    "blcl-table1", "reduced")
+    assert "16 epochs instead of 160" in text and "CPU budget (issue 18)" in text
+    assert "shown for scale, not as the same setting" in text
+    assert "| Verdict (budget `reduced`) |" in text and "| Published gain (full budget) |" in text
+    row = _line(text, "| ResNet-20: BLCL (Eq. 3 as printed) beats conventional training | blcl vs erm | +1.25 |")
+    assert "+1.00 [" in row and "(paired)" in row
+    # the outside anchors compare with the full budget only
+    assert "Outside anchors" not in text
+
+
+def test_smoke_budget_gives_no_verdicts(tmp_path):
+    t = TARGETS["blcl-table5"]
+    for plan in t.plans("smoke"):
+        write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), record(plan, 50.0))
+    text = _section(write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md")),
+                    "blcl-table5", "smoke")
+    assert "no verdicts at this budget" in text and "| Claim |" not in text
