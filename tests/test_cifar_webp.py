@@ -144,3 +144,21 @@ def test_real_cifar10_copy(data_root):
     assert s.y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]  # frog, truck, truck, deer, automobile, ...
     mean = s.x_train.float().div(255).mean((0, 2, 3))
     assert torch.allclose(mean, torch.tensor(s.meta["mean"]), atol=1e-4)
+
+
+def test_a_run_records_the_copy_it_read_and_the_report_says_so(tiny, tmp_path):
+    from benchmarks.cli import main
+
+    root, arrays = tiny
+    results = tmp_path / "results"
+    rc = main(["blcl-table1", "--budget", "smoke", "--filter", "row=resnet8 variant=erm ", "--seeds", "0",
+               "--device", "cpu", "--data", root, "--no-download", "--results", str(results),
+               "--report", str(tmp_path / "REPORT.md")])
+    assert rc == 0
+    (path,) = list((results / "runs" / "blcl-table1").glob("*.json"))
+    rec = json.load(open(path))
+    assert rec["status"] == "ok"
+    src = rec["provenance"]["data_source"]
+    assert src["copy"] == "webp-mosaics" and src["sha256"]["x_train"] == cifar_webp.sha256(arrays["x_train"])
+    report = open(tmp_path / "REPORT.md").read()
+    assert f"x_train {src['sha256']['x_train'][:12]}…" in report and "not the published archive" in report
