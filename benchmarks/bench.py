@@ -1,6 +1,6 @@
 """Engine vs hand-written loop: seconds per epoch and throughput on this machine (issue 11's benchmark).
 
-Two workloads, each timed three ways, interleaved round by round (the machine may be shared with other jobs):
+Three workloads, interleaved round by round (the machine may be shared with other jobs). The first two:
 - MNIST-MLP, batch 20 (real MNIST; 784-500-10 ReLU MLP, SGD lr 0.01 momentum 0.9, no augmentation);
 - CIFAR-shaped ResNet-20, batch 128 (random uint8 images of CIFAR's shape, 10 classes; SGD lr 0.1 momentum 0.9
   wd 1e-4, random crop + flip, per-channel normalisation);
@@ -14,17 +14,33 @@ and issue 11's targets (threshold, measured value, pass/fail; "not measured" whe
 its size). Both sides time the training batches of an epoch alone: the anchor's `epoch_s`, the engine's
 `train_seconds` (its end-of-epoch evaluations excluded, with a device synchronisation before the clock stops).
 
+The third (issue 18), `cifar10-resnet20`: ResNet-20 on real CIFAR-10 (`data.load_dataset("cifar10")`, the WebP
+copy in ../shared/data/CIFAR10), batch 128, one epoch of all 50,000 images per path per round (tiny: 256). Its
+anchor is `benchmarks/anchors/cifar10_loop.py`, the loop a researcher writes: torchvision's CIFAR10 dataset (the
+decoded arrays written once in torchvision's on-disk layout to the cache, MD5 check skipped: see the script),
+RandomCrop + flip + ToTensor + Normalize per sample, DataLoader(2 workers, shuffle), fp32, SGD. Against it: the
+engine with the bench's options (CPU default: channels_last + fused), `engine-eager-nchw` (`--fast off`) and
+`engine-compiled` (torch.compile + channels_last + fused; its compile seconds are measured from a fresh compile and
+counted in `whole_run`, a 160-epoch run's seconds per path). Also measured: the fp32 rate of one large matmul
+(`matmul`, GFLOP/s) and ResNet-20's FLOPs (FlopCounterMode; training = 3 x forward), so each ResNet-20 path's
+throughput is also stated as training GFLOP/s and its share of that matmul rate (`of_matmul_peak`).
+
     ./reproduce.sh bench [--device cpu|cuda] [--size tiny|full] [--rounds R] [--packs 2,4] [--jobs 2,3x3] [--out DIR]
+                         [--workloads mnist-mlp,cifar-resnet20,cifar10-resnet20] [--cifar10-images N]
+                         [--cifar10-compiled auto|on|off]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import os
+import pickle
 import platform
 import queue
 import re
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,7 +56,13 @@ CIFAR_N = 50_000  # the anchor's CIFAR-shaped training set (fixed in baseline_lo
 CIFAR_CPU_SUBSET = 5_000  # CPU --size full: the engine's CIFAR-shaped epoch (a full ResNet-20 epoch takes minutes)
 CIFAR_TEST = 256  # the CIFAR-shaped test split the engine evaluates after each epoch
 CIFAR_NORM = [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]  # as the anchor's
-TINY = {"mnist_train": 512, "mnist_test": 256, "cifar_train": 256, "cifar_test": 64}
+CIFAR10_TEST = 256  # real CIFAR-10: the test images both sides evaluate after training (not timed)
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_NAME = "cifar10-resnet20"
+WORKLOADS = ("mnist-mlp", "cifar-resnet20", CIFAR10_NAME)
+WHOLE_RUN_EPOCHS = 160  # the "whole run" figure: a 160-epoch ResNet-20 training (compile time paid once)
+TINY = {"mnist_train": 512, "mnist_test": 256, "cifar_train": 256, "cifar_test": 64, "cifar10_train": 256,
+        "cifar10_test": 64}
 PACKS = {("tiny", "cpu"): (2,), ("tiny", "cuda"): (2,), ("full", "cpu"): (2, 3), ("full", "cuda"): (2, 4, 8)}
 # processes side by side (`--jobs N`; NxK: each packs K seeds): on the GPU, 3x3 is how device_session.sh trains
 JOBS = {("tiny", "cpu"): ("2",), ("tiny", "cuda"): ("2",), ("full", "cpu"): ("2",), ("full", "cuda"): ("3", "3x3")}
@@ -146,6 +168,142 @@ def cifar_splits(n: int, n_test: int):
     return Splits("cifar-shaped", x[:n], y[:n], x[n:], y[n:], 10, "image")
 
 
+class _Py2Str(bytes):
+    """A Python 2 `str`, as the keys of the published CIFAR pickles are (written by Python 2): torchvision reads them
+    back as str (encoding="latin1"), the CIFAR page's snippet as bytes (encoding="bytes": b"data", b"labels")."""
+
+
+class _Py2Pickler(pickle._Pickler):
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2str(self, obj):
+        n = len(obj)
+        self.write((pickle.SHORT_BINSTRING + bytes([n])) if n < 256 else (pickle.BINSTRING + struct.pack("<i", n)))
+        self.write(obj)
+        self.memoize(obj)
+
+    dispatch[_Py2Str] = _save_py2str
+
+
+def write_torchvision_cifar10(splits, dst_root: str) -> None:
+    """The uint8 arrays of `splits` (N x 3 x 32 x 32) in torchvision's on-disk layout of CIFAR-10:
+    dst_root/cifar-10-batches-py/data_batch_1..5 (the training images in order, split in five), test_batch and
+    batches.meta, each a protocol-2 pickle of a dict whose keys are Python 2 strs as in the published files; b"data"
+    is uint8 N x 3072 (R, G, B planes of 32 x 32, row-major), b"labels" a list of ints."""
+    import numpy as np
+    import torch
+
+    d = os.path.join(dst_root, "cifar-10-batches-py")
+    os.makedirs(d, exist_ok=True)
+
+    def dump(name: str, obj: dict) -> None:
+        with open(os.path.join(d, name), "wb") as f:
+            _Py2Pickler(f, protocol=2).dump({_Py2Str(k): v for k, v in obj.items()})
+
+    def batch(x, y, title: str) -> dict:
+        return {b"batch_label": _Py2Str(title.encode()), b"labels": [int(v) for v in y],
+                b"data": np.ascontiguousarray(x.reshape(len(x), 3072).numpy(), dtype=np.uint8),
+                b"filenames": [_Py2Str(f"img_{i}.png".encode()) for i in range(len(y))]}
+
+    parts = np.array_split(np.arange(len(splits.y_train)), 5)
+    for i, idx in enumerate(parts, 1):
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        dump(f"data_batch_{i}", batch(splits.x_train[idx], splits.y_train[idx], f"training batch {i} of 5"))
+    dump("test_batch", batch(splits.x_test, splits.y_test, "testing batch 1 of 1"))
+    names = (splits.meta or {}).get("classes") or CIFAR10_CLASSES
+    dump("batches.meta", {b"num_cases_per_batch": len(parts[0]), b"num_vis": 3072,
+                          b"label_names": [_Py2Str(str(n).encode()) for n in names]})
+
+
+def cifar10_torchvision_root(splits) -> str:
+    """A folder holding `splits` (CIFAR-10 from the data root) in torchvision's layout, for the anchor: written once
+    into the decoded-data cache ($CLREPRO_CACHE, default ~/.cache/clrepro), keyed by the sha256 of the decoded
+    arrays (data/cifar_webp.py checked them against meta.json when it decoded the mosaics), reused while the key
+    matches."""
+    import hashlib
+    import json
+    import shutil
+
+    from data.cifar_webp import cache_dir
+
+    sha = ((splits.meta or {}).get("source") or {}).get("sha256") or {
+        f"x_{s}": hashlib.sha256(getattr(splits, f"x_{s}").numpy().tobytes()).hexdigest() for s in ("train", "test")}
+    key = {"format": 1, "sha256": sha, "n_train": len(splits.y_train), "n_test": len(splits.y_test),
+           "labels": hashlib.sha256(splits.y_train.numpy().tobytes() + splits.y_test.numpy().tobytes()).hexdigest()}
+    dst = os.path.join(cache_dir(), f"cifar10-torchvision-{sha['x_train'][:16]}")
+    try:
+        with open(os.path.join(dst, "key.json")) as f:
+            if json.load(f) == key:
+                return dst
+    except (OSError, ValueError):
+        pass
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="cifar10-torchvision-", dir=cache_dir())
+    try:
+        write_torchvision_cifar10(splits, tmp)
+        with open(os.path.join(tmp, "key.json"), "w") as f:
+            json.dump(key, f)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
+
+
+def cifar10_spec(train_subset: int | None, test_subset: int | None, epochs: int) -> dict:
+    """ResNet-20 on real CIFAR-10 with the anchor's recipe (SGD lr 0.1 momentum 0.9 wd 1e-4, random crop + flip,
+    the dataset's per-channel mean / std)."""
+    return {"seed": 0, "method": {"name": "erm"}, "model": {"name": "resnet20"},
+            "data": {"dataset": "cifar10", "noise": {"kind": "none", "rate": 0.0},
+                     "train_subset": train_subset, "test_subset": test_subset},
+            "recipe": {"epochs": epochs, "batch_size": CIFAR_BATCH,
+                       "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
+                       "schedule": {"name": "constant"}, "augment": "crop_flip", "normalize": "dataset"}}
+
+
+def matmul_rate(device, n: int = 4096, reps: int = 5) -> dict:
+    """The FLOP rate one large fp32 matmul (`torch.mm`, n x n by n x n) reaches here: one warm-up, then `reps`
+    timed products; GFLOP/s = 2 n^3 / the median seconds. What the bench calls this machine's matmul peak."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    torch.mm(a, b)
+    sync()
+    secs = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        secs.append(time.perf_counter() - t0)
+    med = statistics.median(secs)
+    rec = {"status": "ok", "op": "torch.mm", "dtype": "float32", "n": n, "reps": reps,
+           "seconds": [round(s, 5) for s in secs], "seconds_median": med, "gflops": 2 * n ** 3 / med / 1e9,
+           "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        rec["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return rec
+
+
+def resnet20_flops(batch: int = 1) -> dict:
+    """Forward FLOPs of this repo's ResNet-20 (CIFAR, 10 classes) per image, counted by
+    torch.utils.flop_counter.FlopCounterMode on one forward pass (train mode) of a `batch`-image batch (convolutions
+    and matmuls, a multiply-add = 2 FLOPs; batch norm, ReLU and pooling are not counted); training = 3 x forward
+    (the backward pass costs about two forwards)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models import create_model
+
+    model = create_model("resnet20", 10, (3, 32, 32), None)
+    with FlopCounterMode(display=False) as fc:
+        model(torch.zeros(batch, 3, 32, 32))
+    fwd = fc.get_total_flops() / batch
+    return {"forward_per_image": fwd, "train_per_image": 3 * fwd, "counted_batch": batch,
+            "how": "torch.utils.flop_counter.FlopCounterMode, one forward pass; training = 3 x forward"}
+
+
 def mnist_spec(train_subset: int | None, test_subset: int | None, epochs: int) -> dict:
     return {"seed": 0, "method": {"name": "erm"}, "model": {"name": "mlp500", "hidden": 500, "activation": "relu"},
             "data": {"dataset": "mnist", "noise": {"kind": "none", "rate": 0.0}, "train_subset": train_subset,
@@ -165,37 +323,50 @@ def cifar_spec(train_subset: int | None, epochs: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- measuring
+_TEST_ACC = re.compile(r"\btest_acc=([0-9.]+|nan)")
+
+
+def parse_anchor_accuracy(text: str) -> float | None:
+    """The test accuracy (%) on the anchor's last line that has `test_acc=`; None when absent or nan."""
+    for line in reversed(text.strip().splitlines()):
+        m = _TEST_ACC.search(line)
+        if m:
+            return None if m.group(1) == "nan" else float(m.group(1))
+    return None
+
+
 def run_anchor(task: str, root: str, epochs: int, batch: int, workers: int, device: str,
-               timeout: float = 7200) -> tuple[float, str]:
-    """(seconds per epoch, the command) of one anchor run in a subprocess with this interpreter."""
-    cmd = [sys.executable, anchor_script(), task, root, "--epochs", str(epochs), "--batch", str(batch),
-           "--workers", str(workers), "--device", device]
+               timeout: float = 7200, script: str | None = None,
+               extra: tuple[str, ...] = ()) -> tuple[float, str, float | None]:
+    """(seconds per epoch, the command, test accuracy or None) of one anchor run in a subprocess with this
+    interpreter: `../shared/bench/baseline_loop.py TASK ROOT ...`, or `script ROOT ...` (an anchor of this repo,
+    benchmarks/anchors/) with `extra` arguments."""
+    head = [anchor_script(), task] if script is None else [script]
+    cmd = [sys.executable, *head, root, "--epochs", str(epochs), "--batch", str(batch), "--workers", str(workers),
+           "--device", device, *extra]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     shown = " ".join(cmd[1:]).replace(ROOT + os.sep, "")
     if p.returncode != 0:
         raise RuntimeError(f"anchor exited {p.returncode}: {(p.stderr or p.stdout).strip()[-500:]}")
-    return parse_anchor_output(p.stdout), shown
+    return parse_anchor_output(p.stdout), shown, parse_anchor_accuracy(p.stdout)
+
+
+def engine_history(specs: list[dict], splits, device, options) -> list[dict]:
+    """The per-epoch history of len(specs) engine runs (packed when > 1); the first run's."""
+    from engine.trainer import train, train_group
+
+    if len(specs) == 1:
+        return train(specs[0], splits, device, options=options)["history"]
+    outs = train_group(specs, splits, device, options=options)
+    if len(outs) != len(specs):
+        raise RuntimeError(f"train_group returned {len(outs)} results for {len(specs)} runs")
+    return outs[0]["history"]
 
 
 def engine_train_seconds(specs: list[dict], splits, device, options) -> list[float]:
     """Per epoch, the seconds the engine spent on the training batches of len(specs) runs (packed when > 1)."""
-    from engine.trainer import train, train_group
-
-    if len(specs) == 1:
-        hist = train(specs[0], splits, device, options=options)["history"]
-    else:
-        outs = train_group(specs, splits, device, options=options)
-        if len(outs) != len(specs):
-            raise RuntimeError(f"train_group returned {len(outs)} results for {len(specs)} runs")
-        hist = outs[0]["history"]
+    hist = engine_history(specs, splits, device, options)
     return [h.get("train_seconds", h["seconds"]) for h in hist]  # the batches alone, as the anchor times
-
-
-def engine_epoch_seconds(specs: list[dict], splits, device, options) -> float:
-    """Seconds of one engine epoch training len(specs) runs (packed when > 1): the fastest epoch after the first
-    when the runs train several epochs (the first carries compilation and warm-up), else the only one."""
-    secs = engine_train_seconds(specs, splits, device, options)
-    return min(secs[1:]) if len(secs) > 1 else secs[0]
 
 
 def jobs_shape(path: str) -> tuple[int, int]:
@@ -360,20 +531,27 @@ def packing_bound(k: int, batch: int, device, steps: int = 300, rounds: int = 3)
 
 
 class Workload:
-    """One workload's three paths and their per-round seconds."""
+    """One workload's paths and their per-round seconds: the anchor, the engine with the bench's options, engine
+    variants with other options (`variants`: path name -> EngineOptions, or a skip reason), packed-K and jobs-N."""
 
     def __init__(self, name: str, batch: int, splits, spec: dict, n_engine: int, anchor: dict | None,
                  anchor_skip: str | None, packs: tuple[int, ...], notes: list[str], jobs: tuple[str, ...] = (),
-                 child_data: dict | None = None):
+                 child_data: dict | None = None, variants: dict | None = None, flops: dict | None = None,
+                 whole_run: int | None = None):
         self.name, self.batch, self.splits, self.spec, self.n_engine = name, batch, splits, spec, n_engine
         self.anchor, self.anchor_skip, self.packs, self.notes = anchor, anchor_skip, packs, notes
         self.jobs, self.child_data = jobs, child_data
+        self.variants = variants or {}
+        self.flops, self.whole_run = flops, whole_run
         self.seconds: dict[str, list[float]] = {}
         self.errors: dict[str, str] = {}
         self.anchor_cmd: str | None = None
+        self.test_acc: dict[str, float] = {}
+        self.compile: dict[str, dict] = {}  # compiled variants: the first (compiling) round's epochs
 
     def paths(self) -> list[str]:
-        return ["anchor", "engine"] + [f"packed-{k}" for k in self.packs] + [f"jobs-{j}" for j in self.jobs]
+        return (["anchor", "engine"] + list(self.variants) + [f"packed-{k}" for k in self.packs]
+                + [f"jobs-{j}" for j in self.jobs])
 
     def images(self, path: str) -> int:
         if path == "anchor":
@@ -381,45 +559,92 @@ class Workload:
         if path.startswith("jobs-"):
             n, k = jobs_shape(path)
             return self.n_engine * n * k
-        return self.n_engine * (1 if path == "engine" else int(path.split("-")[1]))
+        if path.startswith("packed-"):
+            return self.n_engine * int(path.split("-")[1])
+        return self.n_engine
+
+    def skip_reason(self, path: str) -> str | None:
+        if path == "anchor":
+            return self.anchor_skip
+        v = self.variants.get(path)
+        return v if isinstance(v, str) else None
+
+    def _measure_engine(self, path: str, device, options) -> float:
+        """One round of an engine path (one run, or K packed): its steady training seconds per epoch. A compiled
+        variant's first round starts from a fresh compile (torch._dynamo.reset(), as a new process would) and
+        trains one more epoch: its first epoch minus a steady one is the compile / warm-up time; later rounds
+        reuse the compiled code, as the later epochs of a long run do."""
+        import torch
+
+        k = 1 if not path.startswith("packed-") else int(path.split("-")[1])
+        specs = [dict(self.spec, seed=i) for i in range(k)]
+        first_compile = options.compile and path in self.variants and path not in self.compile
+        if first_compile:
+            torch._dynamo.reset()
+            epochs = self.spec["recipe"]["epochs"] + 1
+            specs = [dict(sp, recipe=dict(sp["recipe"], epochs=epochs)) for sp in specs]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        hist = engine_history(specs, self.splits, device, options)
+        if hist and "test_acc" in hist[-1]:
+            self.test_acc[path] = hist[-1]["test_acc"]
+        secs = [h.get("train_seconds", h["seconds"]) for h in hist]
+        if len(secs) == 1:
+            return secs[0]
+        j = 1 + min(range(len(secs) - 1), key=lambda i: secs[1 + i])  # the fastest epoch after the first
+        if first_compile:
+            self.compile[path] = {
+                "first_epoch_s": hist[0]["seconds"], "first_epoch_train_s": secs[0],
+                "steady_epoch_s": hist[j]["seconds"], "steady_epoch_train_s": secs[j],
+                "compile_s": max(0.0, hist[0]["seconds"] - hist[j]["seconds"]),
+                "inductor_disk_cache": _inductor_disk_cache(),
+                "what": "first epoch minus a steady one, each counted whole (training batches and the end-of-epoch "
+                        "evaluation, which compiles its own graph), in the first round, from a fresh compile "
+                        "(torch._dynamo.reset()) but with inductor's on-disk caches as found (a machine's first-ever "
+                        "compile of this network takes longer); 0 when the load of other jobs hides it"}
+        return secs[j]
 
     def measure(self, path: str, device, options) -> None:
-        if path in self.errors or (path == "anchor" and self.anchor_skip):
+        if path in self.errors or self.skip_reason(path):
             return
         try:
             if path == "anchor":
                 a = self.anchor
-                s, self.anchor_cmd = run_anchor(a["task"], a["root"], a["epochs"], self.batch, a["workers"],
-                                                device.type)
+                s, self.anchor_cmd, acc = run_anchor(a["task"], a["root"], a["epochs"], self.batch, a["workers"],
+                                                     device.type, script=a.get("script"),
+                                                     extra=tuple(a.get("extra", ())))
+                if acc is not None:
+                    self.test_acc[path] = acc
             elif path.startswith("jobs-"):
                 s = jobs_epoch_seconds(*jobs_shape(path), self.spec, self.child_data, device, options)
             else:
-                k = 1 if path == "engine" else int(path.split("-")[1])
-                specs = [dict(self.spec, seed=i) for i in range(k)]
-                if device.type == "cuda":
-                    import torch
-
-                    torch.cuda.synchronize()
-                s = engine_epoch_seconds(specs, self.splits, device, options)
+                s = self._measure_engine(path, device, self.variants.get(path, options))
         except Exception as e:  # recorded, never a made-up number
             self.errors[path] = f"{type(e).__name__}: {e}"
             print(f"  {self.name} {path}: FAILED ({self.errors[path][:200]})", flush=True)
             return
         self.seconds.setdefault(path, []).append(s)
-        print(f"  {self.name:<15} {path:<10} {s:9.3f} s/epoch  {self.images(path) / s:10.0f} images/s", flush=True)
+        print(f"  {self.name:<15} {path:<17} {s:9.3f} s/epoch  {self.images(path) / s:10.0f} images/s", flush=True)
 
-    def record(self) -> dict:
+    def record(self, matmul: dict | None = None) -> dict:
         paths = {}
         for p in self.paths():
-            if p == "anchor" and self.anchor_skip:
-                paths[p] = {"status": "skipped", "reason": self.anchor_skip}
+            why = self.skip_reason(p)
+            if why:
+                paths[p] = {"status": "skipped", "reason": why}
             elif p in self.errors:
                 paths[p] = {"status": "failed", "reason": self.errors[p]}
+            elif p not in self.seconds:  # a partial record, written before this path's first round
+                paths[p] = {"status": "not run", "reason": "not measured yet"}
             else:
                 paths[p] = _summary(self.seconds[p], self.images(p))
             if p == "anchor" and self.anchor:
                 paths[p].update({"workers": self.anchor["workers"], "epochs": self.anchor["epochs"],
                                  "command": self.anchor_cmd})
+            if p in self.variants and not isinstance(self.variants[p], str):
+                paths[p]["options"] = self.variants[p].record()
+            if p in self.test_acc:
+                paths[p]["test_acc"] = self.test_acc[p]
             if p.startswith("packed-"):
                 paths[p]["k"] = int(p.split("-")[1])
             if p.startswith("jobs-"):
@@ -429,6 +654,15 @@ class Workload:
                 paths[p].update({"processes": n, "k": k, "threads_each": child_threads(n),
                                  "what": f"{n} processes side by side (--jobs {n}), each training "
                                          f"{'one run' if k == 1 else f'{k} packed seeds'}; the slowest one's epoch"})
+            if p in self.compile:
+                paths[p].update(self.compile[p])
+            if self.flops and paths[p]["status"] == "ok":
+                for key in ("images_per_s", "images_per_s_median"):
+                    suffix = key[len("images_per_s"):]
+                    gf = paths[p][key] * self.flops["train_per_image"] / 1e9
+                    paths[p]["train_gflops_per_s" + suffix] = gf
+                    if matmul and matmul.get("status") == "ok":
+                        paths[p]["of_matmul_peak" + suffix] = gf / matmul["gflops"]
         ratios = {}
 
         def ratio(num: str, den: str) -> None:
@@ -440,12 +674,46 @@ class Workload:
                 ratios[f"{num}/{den}"] = "not measured"
 
         ratio("engine", "anchor")
+        for v in self.variants:
+            ratio(v, "anchor")
+            ratio(v, "engine")
         for k in self.packs:
             ratio(f"packed-{k}", "engine")
         for j in self.jobs:
             ratio(f"jobs-{j}", "engine")
-        return {"batch": self.batch, "engine_images_per_epoch": self.n_engine, "spec": self.spec,
-                "notes": self.notes, "paths": paths, "ratios": ratios}
+        out = {"batch": self.batch, "engine_images_per_epoch": self.n_engine, "spec": self.spec,
+               "notes": self.notes, "paths": paths, "ratios": ratios}
+        if self.flops:
+            out["flops"] = self.flops
+        if self.whole_run:
+            out["whole_run"] = whole_run(paths, self.whole_run, CIFAR_N)
+        return out
+
+
+def _inductor_disk_cache() -> bool | None:
+    """Whether torch inductor's on-disk FX graph cache is on (a compile then reuses earlier processes' work)."""
+    try:
+        from torch._inductor import config
+
+        return bool(config.fx_graph_cache)
+    except Exception:
+        return None
+
+
+def whole_run(paths: dict, epochs: int, images: int) -> dict:
+    """Seconds of a whole `epochs`-epoch run over `images` training images per path, from its throughput (min
+    round) plus, for a compiled path, its compile / warm-up seconds (paid once per run): which path wins over a
+    whole run, not per epoch."""
+    secs = {}
+    for name, p in paths.items():
+        if p.get("status") == "ok":
+            secs[name] = p.get("compile_s", 0.0) + epochs * images / p["images_per_s"]
+        else:
+            secs[name] = None
+    ok = {k: v for k, v in secs.items() if v is not None}
+    return {"epochs": epochs, "images_per_epoch": images, "seconds": secs,
+            "fastest": min(ok, key=ok.get) if ok else None,
+            "what": f"compile_s (compiled paths) + {epochs} x {images:,} / images_per_s (the min round)"}
 
 
 # ---------------------------------------------------------------------------------------------------- targets
@@ -507,6 +775,17 @@ def targets(device_class: str, size: str, workloads: dict, overhead: dict) -> li
             v = None if tiny else steps.get("x_erm", {}).get(m)
             out.append(_target(f"gpu-step-{m}", f"ResNet-20 batch 128: {m} step time <= {thr:.2f}x ERM's", "<=", thr,
                                v, tiny or steps.get("reason", f"{m} not timed")))
+    c10 = workloads.get(CIFAR10_NAME, {})
+    eng = c10.get("paths", {}).get("engine", {})
+    full_epoch = eng.get("status") != "ok" or eng.get("images") == CIFAR_N
+    v = None if (tiny or not full_epoch) else ratio(CIFAR10_NAME, "engine/anchor")
+    out.append(_target(f"{device_class}-cifar10-engine-vs-anchor",
+                       "ResNet-20 on real CIFAR-10, batch 128: engine throughput >= 2x the anchor's (torchvision "
+                       "CIFAR10 + DataLoader, 2 workers), over a 50,000-image epoch", ">=", 2.0, v,
+                       tiny or (None if full_epoch else f"{CIFAR10_NAME}: the engine trained {eng.get('images')} "
+                                f"images per epoch; the target is defined on the full 50,000")
+                       or (c10.get("reason") if c10.get("status") == "skipped" else None)
+                       or why2(CIFAR10_NAME, "anchor", "engine")))
     return out
 
 
@@ -527,8 +806,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reproduce.sh bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--size", choices=("tiny", "full"), default="full",
-                   help="full: real epochs (60k MNIST, 50k CIFAR-shaped; 5k for the engine on CPU); tiny: a few "
-                        "hundred samples, K=2 (the CI smoke)")
+                   help="full: real epochs (60k MNIST, 50k CIFAR-shaped, 5k for the engine on CPU; 50k real CIFAR-10 "
+                        "on every path); tiny: a few hundred samples, K=2 (the CI smoke)")
     p.add_argument("--out", default=DEFAULT_OUT, help="folder of the <device-class>.json (default results/bench)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, tiny 2)")
     p.add_argument("--packs", default=None, help="comma-separated K list (default: tiny 2; CPU 2,3; CUDA 2,4,8)")
@@ -540,7 +819,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cifar-anchor", action="store_true",
                    help="also run the CIFAR anchor on CPU (a 50k ResNet-20 epoch there takes many minutes)")
     p.add_argument("--no-overhead", action="store_true", help="skip the per-method step-time ratios")
-    p.add_argument("--data", default=None, help="MNIST root (default: $CLREPRO_DATA, else ../shared/data)")
+    p.add_argument("--data", default=None,
+                   help="data root holding MNIST and CIFAR10 (default: $CLREPRO_DATA, else ../shared/data)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help=f"comma-separated workloads to run (default: all: {','.join(WORKLOADS)})")
+    p.add_argument("--cifar10-images", type=int, default=None,
+                   help=f"{CIFAR10_NAME}: training images per epoch on every path (default: tiny "
+                        f"{TINY['cifar10_train']}, full all 50,000)")
+    p.add_argument("--cifar10-compiled", choices=("auto", "on", "off"), default="auto",
+                   help=f"{CIFAR10_NAME}: the engine-compiled path (torch.compile, compile time counted); auto: "
+                        f"at --size full only")
     return p
 
 
@@ -586,6 +874,11 @@ def main(argv=None) -> int:
     except ValueError:
         return _fail(p, f"--jobs {args.jobs!r}: none, or a comma-separated list of N or NxK with N >= 2, K >= 1 "
                         f"(e.g. 2,3x3)")
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if not names or any(w not in WORKLOADS for w in names):
+        return _fail(p, f"--workloads {args.workloads!r}: a comma-separated list of {', '.join(WORKLOADS)}")
+    if args.cifar10_images is not None and args.cifar10_images < 1:
+        return _fail(p, f"--cifar10-images {args.cifar10_images}: must be >= 1")
     from engine.options import EngineOptions
 
     device = torch.device(args.device)
@@ -606,7 +899,9 @@ def main(argv=None) -> int:
     # MNIST-MLP
     from data import dataset_present, load_dataset
 
-    if not dataset_present("mnist", root):
+    if "mnist-mlp" not in names:
+        pass
+    elif not dataset_present("mnist", root):
         skipped["mnist-mlp"] = {"status": "skipped", "reason": f"MNIST not found under {root} (set CLREPRO_DATA)"}
     else:
         splits = load_dataset("mnist", root, download=False)
@@ -626,27 +921,82 @@ def main(argv=None) -> int:
             n_tr, anchor, no_anchor, packs, notes, jobs, {"kind": "mnist", "root": root}))
 
     # CIFAR-shaped ResNet-20
-    if tiny:
-        n_c, c_skip = TINY["cifar_train"], ("--size tiny: the anchor's CIFAR-shaped set is fixed at 50,000 images "
-                                           "(a full epoch), too slow for a smoke run")
-    elif cuda:
-        n_c, c_skip = CIFAR_N, None
+    flops = resnet20_flops(1)
+    if "cifar-resnet20" in names:
+        if tiny:
+            n_c, c_skip = TINY["cifar_train"], ("--size tiny: the anchor's CIFAR-shaped set is fixed at 50,000 images "
+                                               "(a full epoch), too slow for a smoke run")
+        elif cuda:
+            n_c, c_skip = CIFAR_N, None
+        else:
+            n_c = CIFAR_CPU_SUBSET
+            c_skip = (None if args.cifar_anchor else "CPU: a 50,000-image ResNet-20 epoch of the anchor takes many "
+                      "minutes; pass --cifar-anchor to run it (compared per image)")
+        c_notes = [f"random uint8 CIFAR-shaped images; the engine trains {n_c} per epoch (training batches timed "
+                   f"alone); throughput compared per image"]
+        workloads.append(Workload(
+            "cifar-resnet20", CIFAR_BATCH, cifar_splits(n_c, TINY["cifar_test"] if tiny else CIFAR_TEST),
+            cifar_spec(None, 2 if (tiny or cuda) else 1), n_c,
+            {"task": "cifar-resnet20", "root": "-", "epochs": 2 if cuda else 1, "workers": 4 if cuda else 2,
+             "images": CIFAR_N}, c_skip or no_anchor, packs, c_notes, jobs,
+            {"kind": "cifar", "n": n_c, "n_test": TINY["cifar_test"] if tiny else CIFAR_TEST}, flops=flops))
+
+    # ResNet-20 on real CIFAR-10 (issue 18): the anchor a researcher writes (torchvision CIFAR10 + DataLoader) vs
+    # the engine as the CPU default, as `--fast off` (NCHW fp32 eager) and compiled (compile time counted)
+    if CIFAR10_NAME not in names:
+        pass
+    elif not dataset_present("cifar10", root):
+        skipped[CIFAR10_NAME] = {"status": "skipped", "reason": f"CIFAR-10 not found under {root} (neither "
+                                 f"CIFAR10/meta.json nor cifar-10-batches-py; set CLREPRO_DATA or --data)"}
     else:
-        n_c = CIFAR_CPU_SUBSET
-        c_skip = (None if args.cifar_anchor else "CPU: a 50,000-image ResNet-20 epoch of the anchor takes many "
-                  "minutes; pass --cifar-anchor to run it (compared per image)")
-    c_notes = [f"random uint8 CIFAR-shaped images; the engine trains {n_c} per epoch (training batches timed alone); "
-               f"throughput compared per image"]
-    workloads.append(Workload(
-        "cifar-resnet20", CIFAR_BATCH, cifar_splits(n_c, TINY["cifar_test"] if tiny else CIFAR_TEST),
-        cifar_spec(None, 2 if (tiny or cuda) else 1), n_c,
-        {"task": "cifar-resnet20", "root": "-", "epochs": 2 if cuda else 1, "workers": 4 if cuda else 2,
-         "images": CIFAR_N}, c_skip or no_anchor, packs, c_notes, jobs,
-        {"kind": "cifar", "n": n_c, "n_test": TINY["cifar_test"] if tiny else CIFAR_TEST}))
+        c10 = load_dataset("cifar10", root, download=False)
+        n_full = len(c10.y_train)
+        n10 = min(args.cifar10_images or (TINY["cifar10_train"] if tiny else n_full), n_full)
+        t10 = min(TINY["cifar10_test"] if tiny else CIFAR10_TEST, len(c10.y_test))
+        tv_root = cifar10_torchvision_root(c10)
+        src = (c10.meta or {}).get("source") or {}
+        compiled = args.cifar10_compiled == "on" or (args.cifar10_compiled == "auto" and not tiny)
+        variants = {"engine-eager-nchw": EngineOptions.for_device(device, fast="off"),
+                    "engine-compiled": (dataclasses.replace(options, compile=True, channels_last=True, fused=True)
+                                        if compiled else "--cifar10-compiled off" if args.cifar10_compiled == "off"
+                                        else "--size tiny: torch.compile of ResNet-20 takes 15-60 s on a CPU, too "
+                                        "slow for a smoke run (--cifar10-compiled on runs it)")}
+        c10_notes = [
+            f"{CIFAR10_NAME}: real CIFAR-10 ({src.get('copy', 'torchvision archive')} under {root}, decoded and "
+            f"sha256-checked by data.load_dataset); {n10} training images per epoch on every path"
+            + ("" if n10 == n_full else " (anchor: the first ones, torch.utils.data.Subset; engine: a fixed subset, "
+               "data.train_subset)") + f"; both sides evaluate {t10} test images after training, not timed",
+            f"{CIFAR10_NAME} anchor: benchmarks/anchors/cifar10_loop.py, torchvision's CIFAR10 dataset (per-sample PIL "
+            f"image, RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize), DataLoader(2 workers, "
+            f"shuffle), fp32, this repo's ResNet-20, SGD; its files are the same decoded arrays written once in "
+            f"torchvision's on-disk layout (cifar-10-batches-py) to the cache: the published MD5s cannot match this "
+            f"copy" + (" (decoded from the WebP mosaics: 103 JPEG stand-ins, another test order)"
+                       if src.get("copy") == "webp-mosaics" else "")
+            + ", so its CIFAR10 subclass skips torchvision's MD5 check (the arrays' sha256 was checked instead)",
+            f"{CIFAR10_NAME} engine paths: engine = the bench's options ({options.record()}); engine-eager-nchw = "
+            f"--fast off (NCHW fp32 eager); engine-compiled = torch.compile + channels_last + fused, its compile_s "
+            f"(first epoch minus a steady one, first round, fresh compile) counted in whole_run "
+            f"({WHOLE_RUN_EPOCHS} epochs of 50,000 images)",
+            f"{CIFAR10_NAME} FLOPs: ResNet-20 forward {flops['forward_per_image'] / 1e6:.1f} MFLOP per image "
+            f"(FlopCounterMode), training = 3 x forward; of_matmul_peak = training GFLOP/s / the fp32 matmul rate"]
+        workloads.append(Workload(
+            CIFAR10_NAME, CIFAR_BATCH, c10,
+            cifar10_spec(n10 if n10 < n_full else None, t10, 2 if (tiny or cuda) else 1), n10,
+            {"task": CIFAR10_NAME, "root": tv_root, "epochs": 2 if cuda and not tiny else 1, "workers": 2,
+             "images": n10, "script": os.path.join(ROOT, "benchmarks", "anchors", "cifar10_loop.py"),
+             "extra": ([] if n10 == n_full else ["--subset", str(n10)]) + ["--test", str(t10)]},
+            None, (), c10_notes, (), None, variants=variants, flops=flops, whole_run=WHOLE_RUN_EPOCHS))
 
     info = device_record(device)
     print(f"bench: {info['device']} ({info['usable_cores']} cores, {info['threads']} threads), torch {info['torch']}, "
           f"size {args.size}, {rounds} rounds, engine options {options.record()}", flush=True)
+    mm = (1024, 3) if tiny else (4096, 5)
+    try:
+        matmul = matmul_rate(device, *mm)
+        print(f"matmul: {mm[0]}x{mm[0]} fp32 torch.mm, {matmul['gflops']:.1f} GFLOP/s (median of {mm[1]})", flush=True)
+    except Exception as e:
+        matmul = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+
     t_start = time.perf_counter()
     load_start = os.getloadavg()  # a shared machine: other jobs' load, read with the per-round spread
     from benchmarks.store import write_atomic
@@ -654,7 +1004,7 @@ def main(argv=None) -> int:
     path, partial = (os.path.join(args.out, f"{device.type}{tag}.json") for tag in ("", ".partial"))
 
     def result(rounds_done: int, overhead: dict, bounds: dict) -> dict:
-        wl = {w.name: w.record() for w in workloads}
+        wl = {w.name: w.record(matmul) for w in workloads}
         for name, b in bounds.items():
             wl[name]["bound"] = b
         wl.update(skipped)
@@ -664,7 +1014,8 @@ def main(argv=None) -> int:
                 "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t_start, 1),
                 "load_average": {"start": [round(v, 2) for v in load_start],
                                  "end": [round(v, 2) for v in os.getloadavg()]},
-                "workloads": wl, "overhead": overhead, "targets": targets(device.type, args.size, wl, overhead)}
+                "matmul": matmul, "workloads": wl, "overhead": overhead,
+                "targets": targets(device.type, args.size, wl, overhead)}
 
     for r in range(rounds):
         print(f"round {r + 1}/{rounds}", flush=True)
@@ -715,21 +1066,36 @@ def main(argv=None) -> int:
 
 
 def render_table(res: dict) -> str:
-    lines = [f"{'workload':<15} {'path':<10} {'s/epoch min':>11} {'median':>8} {'images/s':>10}  ratio"]
+    from benchmarks.perf_report import ratio_keys
+
+    lines = [f"{'workload':<17} {'path':<17} {'s/epoch min':>11} {'median':>8} {'images/s':>10}  ratio"]
+    mm = res.get("matmul") or {}
+    if mm.get("status") == "ok":
+        lines.insert(0, f"matmul ({mm['n']}x{mm['n']} fp32 torch.mm, median of {mm['reps']}): "
+                        f"{mm['gflops']:.1f} GFLOP/s")
     for name, w in res["workloads"].items():
         if w.get("status") == "skipped":
-            lines.append(f"{name:<15} skipped: {w['reason']}")
+            lines.append(f"{name:<17} skipped: {w['reason']}")
             continue
         for path, p in w["paths"].items():
-            key = ("engine/anchor" if path == "engine"
-                   else f"{path}/engine" if path.startswith(("packed-", "jobs-")) else None)
-            r = w["ratios"].get(key) if key else None
-            rs = f"{r['value']:.2f}x {key}" if isinstance(r, dict) else (f"{key}: not measured" if key else "")
+            keys = [k for k in ratio_keys(path) if k in w["ratios"]]
+            rs = "; ".join(f"{w['ratios'][k]['value']:.2f}x {k}" if isinstance(w["ratios"][k], dict)
+                           else f"{k}: not measured" for k in keys)
             if p["status"] != "ok":
-                lines.append(f"{name:<15} {path:<10} {p['status']}: {p['reason'][:90]}" + (f"  ({rs})" if key else ""))
+                lines.append(f"{name:<17} {path:<17} {p['status']}: {p['reason'][:90]}" + (f"  ({rs})" if rs else ""))
             else:
-                lines.append(f"{name:<15} {path:<10} {p['epoch_s']:>11.3f} {p['epoch_s_median']:>8.3f} "
-                             f"{p['images_per_s']:>10.0f}  {rs}")
+                extra = ""
+                if "of_matmul_peak" in p:
+                    extra += f"  [{p['train_gflops_per_s']:.1f} GFLOP/s, {100 * p['of_matmul_peak']:.1f}% of matmul]"
+                if "compile_s" in p:
+                    extra += f"  [compile {p['compile_s']:.1f} s]"
+                lines.append(f"{name:<17} {path:<17} {p['epoch_s']:>11.3f} {p['epoch_s_median']:>8.3f} "
+                             f"{p['images_per_s']:>10.0f}  {rs}{extra}")
+        wr = w.get("whole_run")
+        if wr:
+            lines.append(f"{name:<17} whole {wr['epochs']}-epoch run (s): "
+                         + ", ".join(f"{k} {v:.0f}" if v is not None else f"{k} -" for k, v in wr["seconds"].items())
+                         + (f"; fastest: {wr['fastest']}" if wr["fastest"] else ""))
     for model, o in res.get("overhead", {}).items():
         if o.get("status") == "ok":
             lines.append(f"step x ERM ({model}, batch {o['batch']}): "

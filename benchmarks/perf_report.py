@@ -9,7 +9,9 @@ import os
 
 def _load(results_dir: str) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
     """(path, record) of every benchmark JSON under results_dir/bench (or results_dir itself), and unreadable ones."""
-    paths = sorted(glob.glob(os.path.join(results_dir, "bench", "*.json")))
+    # results/bench/*.json, and one level of subfolders (results/bench/cifar10/: a bench of one workload, issue 18)
+    paths = sorted(glob.glob(os.path.join(results_dir, "bench", "*.json"))
+                   + glob.glob(os.path.join(results_dir, "bench", "*", "*.json")))
     if not paths:
         paths = sorted(glob.glob(os.path.join(results_dir, "*.json")))
     good, bad = [], []
@@ -23,6 +25,18 @@ def _load(results_dir: str) -> tuple[list[tuple[str, dict]], list[tuple[str, str
         if isinstance(rec, dict) and "device_class" in rec and ("workloads" in rec or "cells" in rec):
             good.append((p, rec))
     return good, bad
+
+
+def ratio_keys(path: str) -> list[str]:
+    """The ratios shown on a path's row: engine vs the anchor, an engine variant (engine-*) vs the anchor and vs
+    the engine, packed-K / jobs-N vs the engine."""
+    if path == "engine":
+        return ["engine/anchor"]
+    if path.startswith("engine-"):
+        return [f"{path}/anchor", f"{path}/engine"]
+    if path.startswith(("packed-", "jobs-")):
+        return [f"{path}/engine"]
+    return []
 
 
 def _fmt_ratio(r) -> str:
@@ -39,21 +53,42 @@ def _device_section(path: str, rec: dict) -> list[str]:
            f"date {rec.get('date')}; size `{rec.get('size')}`; {rec.get('rounds')} interleaved rounds (s/epoch: min, "
            f"median over rounds); engine options {rec.get('engine_options')}; git {str(rec.get('git_sha'))[:7]}"
            + (f"; load average (1/5/15 min) {la['start']} at start, {la['end']} at end" if la else "") + ".",
-           "", "| Workload | Path | s/epoch (min) | s/epoch (median) | Images/s | Ratio |", "|---|---|---|---|---|---|"]
+           "", "| Workload | Path | s/epoch (min) | s/epoch (median) | Images/s | Train GFLOP/s (of matmul) | Ratio |",
+           "|---|---|---|---|---|---|---|"]
     for name, w in rec["workloads"].items():
         if w.get("status") == "skipped":
-            out.append(f"| {name} | — | skipped: {w['reason']} | | | |")
+            out.append(f"| {name} | — | skipped: {w['reason']} | | | | |")
             continue
         for pname, p in w["paths"].items():
-            key = ("engine/anchor" if pname == "engine"
-                   else f"{pname}/engine" if pname.startswith(("packed-", "jobs-")) else None)
-            ratio = f"{key}: {_fmt_ratio(w['ratios'].get(key))}" if key else "—"
+            keys = [k for k in ratio_keys(pname) if k in w.get("ratios", {})]
+            ratio = "; ".join(f"{k}: {_fmt_ratio(w['ratios'][k])}" for k in keys) or "—"
             if p.get("status") != "ok":
-                out.append(f"| {name} | {pname} | {p.get('status')}: {p.get('reason')} | | | {ratio} |")
+                out.append(f"| {name} | {pname} | {p.get('status')}: {p.get('reason')} | | | | {ratio} |")
             else:
-                out.append(f"| {name} | {pname} | {p['epoch_s']:.3f} | {p['epoch_s_median']:.3f} "
-                           f"| {p['images_per_s']:.0f} | {ratio} |")
+                gf = (f"{p['train_gflops_per_s']:.1f}" if "train_gflops_per_s" in p else "—") + (
+                    f" ({100 * p['of_matmul_peak']:.1f}%)" if "of_matmul_peak" in p else "")
+                comp = f" (+ {p['compile_s']:.1f} s compile)" if "compile_s" in p else ""
+                out.append(f"| {name} | {pname}{comp} | {p['epoch_s']:.3f} | {p['epoch_s_median']:.3f} "
+                           f"| {p['images_per_s']:.0f} | {gf} | {ratio} |")
     out.append("")
+    mm = rec.get("matmul") or {}
+    if mm.get("status") == "ok":
+        out += [f"Matmul rate (this machine's fp32 peak as the bench counts it): {mm['n']} x {mm['n']} `torch.mm`, "
+                f"median of {mm['reps']}, {mm['threads']} threads: {mm['gflops']:.1f} GFLOP/s.", ""]
+    elif mm:
+        out += [f"Matmul rate: {mm.get('status')} ({mm.get('reason')}).", ""]
+    for name, w in rec["workloads"].items():
+        f = w.get("flops")
+        if f:
+            out += [f"FLOPs ({name}): ResNet-20 forward {f['forward_per_image'] / 1e6:.1f} MFLOP per image "
+                    f"({f['how']}); training {f['train_per_image'] / 1e6:.1f} MFLOP per image; Train GFLOP/s = "
+                    f"images/s x that, and its share of the matmul rate.", ""]
+        wr = w.get("whole_run")
+        if wr:
+            secs = ", ".join(f"{k} {v / 3600:.2f} h" if v is not None else f"{k} not measured"
+                             for k, v in wr["seconds"].items())
+            out += [f"Whole run ({name}, {wr['epochs']} epochs of {wr['images_per_epoch']:,} images; {wr['what']}): "
+                    f"{secs}" + (f"; fastest over a whole run: {wr['fastest']}." if wr.get("fastest") else "."), ""]
     for name, w in rec["workloads"].items():
         b = w.get("bound") or {}
         if b.get("status") == "ok":
@@ -122,7 +157,8 @@ def performance_section(results_dir: str) -> str:
     good, bad = _load(results_dir)
     out = ["## Performance (issue 11)", "",
            "From `./reproduce.sh bench` (benchmarks/bench.py): the engine vs the hand-written loop "
-           "`../shared/bench/baseline_loop.py` (the anchor) on the same machine, interleaved round by round; packed-K "
+           "`../shared/bench/baseline_loop.py` (the anchor; for `cifar10-resnet20`, issue 18, the real-CIFAR-10 loop "
+           "`benchmarks/anchors/cifar10_loop.py`) on the same machine, interleaved round by round; packed-K "
            "trains K seeds in one network (throughput counts all K). Ratios are of throughputs (images/s).", ""]
     if not good:
         out += ["No benchmark run yet (`./reproduce.sh bench` writes `results/bench/<cpu|cuda>.json`).", ""]
@@ -133,4 +169,4 @@ def performance_section(results_dir: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["performance_section"]
+__all__ = ["performance_section", "ratio_keys"]

@@ -1,9 +1,14 @@
-"""The benchmark command (issue 11): one tiny CPU run's JSON contract, its REPORT.md section, the anchor-output
-parser and the argument errors."""
+"""The benchmark command (issue 11, issue 18's real-CIFAR-10 workload): one tiny CPU run's JSON contract, its
+REPORT.md section, the anchor-output parser and the argument errors."""
 import json
 import math
+import os
+import pickle
 
 import pytest
+import torch
+import torchvision
+from fixtures_data import write_cifar_webp
 
 from benchmarks import bench
 from benchmarks.perf_report import performance_section
@@ -11,8 +16,12 @@ from benchmarks.perf_report import performance_section
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data_root):
+    """A tiny CPU bench on real MNIST and a tiny CIFAR-10 copy in the real WebP format (300 train, 70 test)."""
     out = tmp_path_factory.mktemp("bench")
-    assert bench.main(["--size", "tiny", "--device", "cpu", "--out", str(out), "--data", data_root]) == 0
+    root = tmp_path_factory.mktemp("data")
+    os.symlink(os.path.join(data_root, "MNIST"), root / "MNIST")
+    write_cifar_webp(str(root), "cifar10", n_train=300, n_test=70, per_file=100, per_row=10)
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--out", str(out), "--data", str(root)]) == 0
     with open(out / "cpu.json") as f:
         return out, json.load(f)
 
@@ -25,7 +34,7 @@ def test_json_contract(tiny):
     assert res["device_class"] == "cpu" and res["size"] == "tiny" and res["device"]
     assert res["complete"] is True and not (out / "cpu.partial.json").exists()  # replaced by the finished bench
     assert res["cores"] >= 1 and res["threads"] >= 1 and res["date"].endswith("+00:00")
-    assert set(res["workloads"]) == {"mnist-mlp", "cifar-resnet20"}
+    assert set(res["workloads"]) == {"mnist-mlp", "cifar-resnet20", "cifar10-resnet20"}
     mnist, cifar = res["workloads"]["mnist-mlp"], res["workloads"]["cifar-resnet20"]
     assert set(mnist["paths"]) == {"anchor", "engine", "packed-2", "jobs-2"} and res["jobs"] == ["2"]
     assert cifar["paths"]["anchor"]["status"] == "skipped" and "50,000" in cifar["paths"]["anchor"]["reason"]
@@ -55,9 +64,118 @@ def test_json_contract(tiny):
     assert math.isclose(b["ratio"], 3 * b["single_step_s"] / b["packed_step_s"])
     assert res["overhead"]["mlp500"]["status"] == "ok" and res["overhead"]["mlp500"]["x_erm"]["erm"] == 1.0
     ids = {t["id"]: t for t in res["targets"]}
-    assert set(ids) == {"cpu-engine-vs-anchor", "cpu-packed-3"}
+    assert set(ids) == {"cpu-engine-vs-anchor", "cpu-packed-3", "cpu-cifar10-engine-vs-anchor"}
     for t in ids.values():  # tiny measures no target: each says so, with its threshold
         assert t["threshold"] == 2.0 and t["op"] == ">=" and t["measured"] == "not measured" and t["pass"] is None
+        assert "--size tiny" in t["reason"]
+
+
+def test_cifar10_workload(tiny):
+    """Real-CIFAR-10 ResNet-20 (issue 18): the anchor (torchvision CIFAR10 + DataLoader) and the engine paths on
+    the same images, the matmul rate, the FLOPs and what they give per path, the whole-run figure."""
+    _, res = tiny
+    w = res["workloads"]["cifar10-resnet20"]
+    assert set(w["paths"]) == {"anchor", "engine", "engine-eager-nchw", "engine-compiled"}
+    for name in ("anchor", "engine", "engine-eager-nchw"):
+        p = w["paths"][name]
+        assert p["status"] == "ok", (name, p)
+        assert p["images"] == 256 and len(p["rounds_s"]) == res["rounds"] and all(s > 0 for s in p["rounds_s"])
+        assert math.isclose(p["images_per_s"], p["images"] / p["epoch_s"])
+        assert 0 <= p["test_acc"] <= 100
+    a = w["paths"]["anchor"]
+    assert a["workers"] == 2 and "benchmarks/anchors/cifar10_loop.py" in a["command"] and "--subset 256" in a["command"]
+    assert w["paths"]["engine"].get("options") is None  # the bench's own options (res["engine_options"])
+    assert w["paths"]["engine-eager-nchw"]["options"] == {"amp": "none", "channels_last": False, "compile": False,
+                                                          "fused": False}
+    c = w["paths"]["engine-compiled"]  # tiny: skipped (compiling takes tens of seconds on a CPU), with a reason
+    assert c["status"] == "skipped" and "--size tiny" in c["reason"]
+    assert w["spec"]["data"]["dataset"] == "cifar10" and w["spec"]["data"]["train_subset"] == 256
+    for key in ("engine/anchor", "engine-eager-nchw/anchor", "engine-eager-nchw/engine"):
+        num, den = key.split("/")
+        assert math.isclose(w["ratios"][key]["value"],
+                            w["paths"][num]["images_per_s"] / w["paths"][den]["images_per_s"])
+    assert w["ratios"]["engine-compiled/anchor"] == "not measured"
+    mm = res["matmul"]  # one large fp32 matmul's rate: 2 n^3 / the median seconds
+    assert mm["status"] == "ok" and mm["op"] == "torch.mm" and mm["dtype"] == "float32" and mm["reps"] >= 3
+    assert mm["gflops"] > 0 and math.isclose(mm["gflops"], 2 * mm["n"] ** 3 / mm["seconds_median"] / 1e9)
+    f = w["flops"]  # ResNet-20 (0.27M parameters): about 41M multiply-adds per 32 x 32 image forward
+    assert 70e6 < f["forward_per_image"] < 95e6 and f["train_per_image"] == 3 * f["forward_per_image"]
+    assert res["workloads"]["cifar-resnet20"]["flops"] == f
+    for name in ("anchor", "engine", "engine-eager-nchw"):
+        p = w["paths"][name]
+        assert math.isclose(p["train_gflops_per_s"], p["images_per_s"] * f["train_per_image"] / 1e9)
+        assert math.isclose(p["of_matmul_peak"], p["train_gflops_per_s"] / mm["gflops"])
+    wr = w["whole_run"]
+    assert wr["epochs"] == 160 and wr["images_per_epoch"] == 50_000 and wr["seconds"]["engine-compiled"] is None
+    assert math.isclose(wr["seconds"]["engine"], 160 * 50_000 / w["paths"]["engine"]["images_per_s"])
+    assert wr["fastest"] in ("anchor", "engine", "engine-eager-nchw")
+    assert any("MD5" in n for n in w["notes"])  # why torchvision's own check is skipped
+
+
+def test_cifar10_missing_is_skipped(tmp_path):
+    """No CIFAR-10 under the data root: the workload is skipped with the reason; the bench still finishes."""
+    (tmp_path / "data").mkdir()
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--out", str(tmp_path / "out"), "--data",
+                       str(tmp_path / "data"), "--workloads", "cifar10-resnet20", "--no-overhead"]) == 0
+    res = json.loads((tmp_path / "out" / "cpu.json").read_text())
+    w = res["workloads"]["cifar10-resnet20"]
+    assert w["status"] == "skipped" and "CIFAR-10 not found" in w["reason"] and str(tmp_path / "data") in w["reason"]
+    t = {x["id"]: x for x in res["targets"]}["cpu-cifar10-engine-vs-anchor"]
+    assert t["measured"] == "not measured" and t["pass"] is None
+    assert res["matmul"]["status"] == "ok"
+
+
+def test_torchvision_cifar10_copy(tmp_path):
+    """The anchor's files: the decoded arrays in torchvision's layout, read back unchanged by torchvision's CIFAR10
+    (MD5 check skipped, as benchmarks/anchors/cifar10_loop.py does) and, with encoding="bytes", as b"data"."""
+    from data import Splits
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (23, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (23,), generator=g)
+    splits = Splits("cifar10", x[:17], y[:17], x[17:], y[17:], 10, "image")
+    bench.write_torchvision_cifar10(splits, str(tmp_path))
+
+    class Copy(torchvision.datasets.CIFAR10):
+        meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+
+        def _check_integrity(self):
+            return True
+
+    for train, xs, ys in ((True, x[:17], y[:17]), (False, x[17:], y[17:])):
+        ds = Copy(str(tmp_path), train=train, download=False)
+        assert (torch.from_numpy(ds.data).permute(0, 3, 1, 2) == xs).all() and ds.targets == ys.tolist()
+    assert ds.classes[0] == "airplane" and len(ds.classes) == 10
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as fh:
+        d = pickle.load(fh, encoding="bytes")
+    assert d[b"data"].dtype.name == "uint8" and d[b"data"].shape[1] == 3072 and isinstance(d[b"labels"], list)
+
+
+def test_whole_run_counts_compile_once():
+    paths = {"anchor": {"status": "ok", "images_per_s": 250.0},
+             "engine": {"status": "ok", "images_per_s": 500.0},
+             "engine-compiled": {"status": "ok", "images_per_s": 625.0, "compile_s": 40.0},
+             "engine-eager-nchw": {"status": "failed", "reason": "x"}}
+    wr = bench.whole_run(paths, 160, 50_000)
+    assert wr["seconds"] == {"anchor": 32000.0, "engine": 16000.0, "engine-compiled": 40.0 + 12800.0,
+                             "engine-eager-nchw": None}
+    assert wr["fastest"] == "engine-compiled"
+    assert bench.whole_run(dict(paths, **{"engine-compiled": dict(paths["engine-compiled"], compile_s=4000.0)}),
+                           160, 50_000)["fastest"] == "engine"
+
+
+def test_cifar10_target():
+    def wl(images, value):
+        return {"cifar10-resnet20": {"ratios": {"engine/anchor": {"value": value}},
+                                     "paths": {"anchor": {"status": "ok"}, "engine": {"status": "ok", "images": images}}}}
+
+    for dev in ("cpu", "cuda"):
+        t = {x["id"]: x for x in bench.targets(dev, "full", wl(50_000, 2.4), {})}[f"{dev}-cifar10-engine-vs-anchor"]
+        assert t["measured"] == 2.4 and t["pass"] is True and t["threshold"] == 2.0
+    t = {x["id"]: x for x in bench.targets("cpu", "full", wl(50_000, 1.5), {})}["cpu-cifar10-engine-vs-anchor"]
+    assert t["pass"] is False
+    t = {x["id"]: x for x in bench.targets("cpu", "full", wl(1024, 3.0), {})}["cpu-cifar10-engine-vs-anchor"]
+    assert t["measured"] == "not measured" and "1024" in t["reason"]
 
 
 def test_performance_section(tiny, tmp_path):
@@ -66,6 +184,10 @@ def test_performance_section(tiny, tmp_path):
     assert "## Performance" in text and res["device"] in text and res["torch"] in text and res["date"] in text
     assert "| mnist-mlp | engine |" in text and "packed-2/engine" in text and "not measured" in text
     assert ">= 2" in text
+    assert "| cifar10-resnet20 | engine |" in text and "engine-eager-nchw/engine" in text
+    assert "| cifar10-resnet20 | engine-compiled | skipped: --size tiny" in text
+    assert f"{res['matmul']['gflops']:.1f} GFLOP/s" in text and "Whole run (cifar10-resnet20, 160 epochs" in text
+    assert "FLOPs (cifar10-resnet20): ResNet-20 forward" in text
     assert "No benchmark run yet" in performance_section(str(tmp_path))
 
 
