@@ -786,6 +786,13 @@ def targets(device_class: str, size: str, workloads: dict, overhead: dict) -> li
                                 f"images per epoch; the target is defined on the full 50,000")
                        or (c10.get("reason") if c10.get("status") == "skipped" else None)
                        or why2(CIFAR10_NAME, "anchor", "engine")))
+    frac = c10.get("paths", {}).get("anchor", {}).get("of_matmul_peak")
+    if v is not None and frac:  # a roofline for the ratio: the engine at the rate of one large matmul
+        out[-1]["bound"] = 1.0 / frac
+        out[-1]["bound_note"] = (
+            f"the anchor already reaches {100 * frac:.0f}% of one large fp32 matmul's FLOP rate here, so an engine "
+            f"running ResNet-20 at 100% of that rate would be {1.0 / frac:.2f}x the anchor"
+            + (": no engine can meet the threshold on this machine" if 1.0 / frac < 2.0 else ""))
     return out
 
 

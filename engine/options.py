@@ -16,8 +16,9 @@ Fast path (issue 11), on by default on CUDA; on the CPU `auto` means channels_la
 CPU measurements (issue 18, ResNet-20 train step at batch 128, 2-core EPYC, median of 12 steps): NCHW fp32 336 ms,
 channels_last 238 ms (1.41x), channels_last + bf16 autocast 230 ms (not worth its rounding), torch.compile 259 ms,
 compile + channels_last 209 ms (1.61x; 14-40 s of compiling per process). So the CPU default is channels_last +
-fused; `--compile on` adds torch.compile without bf16 (worth it for a long run: 160 epochs repay the compile time
-many times over), `--fast off` is plain NCHW fp32 eager.
+fused, plus torch.compile (without bf16) for image convnet runs of at least CPU_COMPILE_MIN_STEPS steps, where it
+wins over the whole run (the real-CIFAR-10 bench, results/bench/cifar10/cpu.json: 650 vs 609 images/s);
+`--compile on` compiles every run, `--compile off` none, `--fast off` is plain NCHW fp32 eager.
 The data is already resident on the device as uint8 and augmented there, and counters stay on the device until
 the epoch ends (see `engine.trainer`).
 """
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 import torch
 
 AMP = ("none", "bf16")
+# the 6% a compiled ResNet-20 step saves on the 2-core CPU repays 40 s of compiling after about 3,300 steps of
+# 0.2 s; 5,000 leaves a margin (a 16-epoch CIFAR-10 run has 6,256 steps, a smoke test a handful)
+CPU_COMPILE_MIN_STEPS = 5000
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class EngineOptions:
     channels_last: bool = False
     compile: bool = False
     fused: bool = False
+    compile_min_steps: int = 0  # > 0: also compile an image convnet run (channels_last) of at least this many steps
     checkpoint: str | None = None  # path of this run's (or packed group's) mid-run checkpoint; None: none
     checkpoint_every: int = 0  # save every N epochs; 0: every `checkpoint_seconds` of training
     checkpoint_seconds: float = 300.0
@@ -51,15 +56,18 @@ class EngineOptions:
 
     @classmethod
     def for_device(cls, device: torch.device, fast: str = "auto", compile: str = "auto", **kw) -> "EngineOptions":
-        """`fast`: auto (on for CUDA; on the CPU only `fused`) | on | off; `compile` likewise, within the fast
-        path."""
+        """`fast`: auto (on for CUDA; on the CPU channels_last and `fused`) | on | off; `compile`: auto (on for
+        CUDA; on the CPU for image convnet runs of >= CPU_COMPILE_MIN_STEPS steps) | on | off."""
         for name, v in (("fast", fast), ("compile", compile)):
             if v not in ("auto", "on", "off"):
                 raise ValueError(f"{name}={v!r}; allowed: auto, on, off")
         on = fast == "on" or (fast == "auto" and device.type == "cuda")
         comp = fast != "off" and (compile == "on" or (compile == "auto" and on))
+        # CPU auto: compile where it wins over the whole run (issue 18 bench: a compiled ResNet-20 CIFAR-10 epoch
+        # 77 s vs 82 s eager channels_last, for 15-40 s of compiling): image convnets of >= CPU_COMPILE_MIN_STEPS
+        cpu_auto = fast != "off" and compile == "auto" and not on and device.type == "cpu"
         return cls(amp="bf16" if on else "none", channels_last=fast != "off", compile=comp, fused=fast != "off",
-                   **kw)
+                   compile_min_steps=CPU_COMPILE_MIN_STEPS if cpu_auto else 0, **kw)
 
     def record(self) -> dict:
         """The switches that change how numbers are computed (not where checkpoints go)."""

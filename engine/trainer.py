@@ -416,7 +416,10 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
     if channels_last:
         for m in modules.values():
             m.to(memory_format=torch.channels_last)
-    calls = {r: torch.compile(m) if opts.compile else m for r, m in modules.items()}
+    steps = epochs * -(-n // recipe["batch_size"])
+    convnet = any(isinstance(x, torch.nn.Conv2d) for m in modules.values() for x in m.modules())
+    compiled = opts.compile or (channels_last and convnet and 0 < opts.compile_min_steps <= steps)
+    calls = {r: torch.compile(m) if compiled else m for r, m in modules.items()}
     optimizers = {r: build_optimizer(recipe["optimizer"], modules[r].parameters(), fused=opts.fused)
                   for r in trainable}
     schedules = {r: build_schedule(recipe["schedule"], optimizers[r], epochs) for r in trainable}
@@ -541,7 +544,8 @@ def train_group(specs: list[dict], splits: Splits, device: torch.device,
         if opts.kill_at_epoch == epoch + 1:  # fault injection (tests): die as `kill -9` would
             os.kill(os.getpid(), signal.SIGKILL)
     frozen = {r: _evaluate_slots(calls[r], datas, "test", opts) for r in method.frozen}
-    engine = {**opts.record(), "channels_last": channels_last, "pack": k_slots, "resumed_from_epoch": resumed}
+    engine = {**opts.record(), "channels_last": channels_last, "compile": compiled, "pack": k_slots,
+              "resumed_from_epoch": resumed}
     outs = []
     for k in range(k_slots):
         hist, d = histories[k], datas[k]

@@ -13,7 +13,7 @@ from conftest import ROOT
 from benchmarks.runner import run_plans
 from benchmarks.targets import load_targets
 from data import load_dataset
-from engine.options import EngineOptions
+from engine.options import CPU_COMPILE_MIN_STEPS, EngineOptions
 from engine.packing import PackedNet
 from engine.trainer import group_key, pack_decline_reason, train, train_group
 from methods import build_method, list_methods
@@ -272,11 +272,34 @@ def test_fast_path_switches_train_and_are_recorded(mnist):
     assert fast["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"], rel=0.05)
     assert EngineOptions.for_device(torch.device("cuda")).record() == {"amp": "bf16", "channels_last": True,
                                                                      "compile": True, "fused": True}
-    assert EngineOptions.for_device(CPU).record() == {"amp": "none", "channels_last": False, "compile": False,
-                                                      "fused": True}  # torch's fused SGD/Adam run on the CPU too
-    assert EngineOptions.for_device(CPU, fast="off").record()["fused"] is False
+    # issue 18: channels_last and torch's fused SGD/Adam are the CPU default; compile only for long convnet runs
+    cpu = EngineOptions.for_device(CPU)
+    assert cpu.record() == {"amp": "none", "channels_last": True, "compile": False, "fused": True}
+    assert cpu.compile_min_steps == CPU_COMPILE_MIN_STEPS > 0
+    assert EngineOptions.for_device(CPU, compile="off").compile_min_steps == 0
+    assert EngineOptions.for_device(CPU, compile="on").record()["compile"] is True
+    assert EngineOptions.for_device(CPU, compile="on").record()["amp"] == "none"  # no bf16 on the CPU
+    off = EngineOptions.for_device(CPU, fast="off")
+    assert off.record() == {"amp": "none", "channels_last": False, "compile": False, "fused": False}
+    assert off.compile_min_steps == 0
     with pytest.raises(ValueError, match="amp"):
         EngineOptions(amp="fp8")
+
+
+def test_cpu_auto_compiles_only_long_convnet_runs(mnist, monkeypatch):
+    """CPU `--compile auto`: a convnet run of at least `compile_min_steps` steps is compiled, a shorter one and any
+    network without convolutions are not; the record says which happened."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: calls.append(type(m).__name__) or m)
+    conv = spec(0, {"name": "erm"}, {"name": "resnet8"}, subset=64)  # 64 samples, batch 32, 2 epochs: 4 steps
+    short = train(conv, mnist, CPU, options=EngineOptions(channels_last=True, compile_min_steps=5))
+    assert short["engine"]["compile"] is False and calls == []
+    long_ = train(conv, mnist, CPU, options=EngineOptions(channels_last=True, compile_min_steps=4))
+    assert long_["engine"]["compile"] is True and calls
+    calls.clear()
+    mlp = dict(spec(0, {"name": "erm"}, {"name": "mlp500", "hidden": 32}, subset=64))
+    flat = train(mlp, mnist, CPU, options=EngineOptions(channels_last=True, compile_min_steps=1))
+    assert flat["engine"]["compile"] is False and calls == []
 
 
 def test_compiled_step_is_reused_across_runs_of_one_shape(mnist):
