@@ -338,20 +338,12 @@ def dcd_window(t, budget, by_cell, labels, devices, path, **_):
 
 
 def lr_schedules(t, budget, by_cell, labels, devices, path, spec=None, **_):
-    import torch
-
-    from engine.optim import build_schedule
+    from engine.optim import lr_curve
 
     epochs, lr = spec.get("epochs", [100])[0], spec.get("lr", 0.1)
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, cfg in spec["schedules"].items():
-        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-        sched = build_schedule(cfg, opt, epochs)
-        ys = []
-        for _ in range(epochs):
-            ys.append(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
+        ys = lr_curve(cfg, epochs, lr)
         ax.plot(range(1, epochs + 1), ys, label=f"{name}: {cfg}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")

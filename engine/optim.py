@@ -69,3 +69,15 @@ def build_schedule(cfg: dict, opt: torch.optim.Optimizer, epochs: int):
     check_schedule(cfg)
     kw = {k: v for k, v in cfg.items() if k != "name"}
     return SCHEDULES[cfg["name"]](opt, epochs, **kw)
+
+
+def lr_curve(cfg: dict, epochs: int, lr: float = 0.1) -> list[float]:
+    """The learning rate of each epoch under schedule `cfg`, as the engine steps it (no training)."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = build_schedule(cfg, opt, epochs)
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out

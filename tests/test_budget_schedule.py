@@ -6,22 +6,13 @@ import yaml
 
 from conftest import ROOT
 from benchmarks.targets import load_target, load_targets, scale_schedule
-from engine.optim import build_schedule
+from engine.optim import lr_curve
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 
 
 def _lrs(schedule, epochs):
-    import torch
-
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = build_schedule(schedule, opt, epochs)
-    out = []
-    for _ in range(epochs):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
+    return lr_curve(schedule, epochs, 0.1)
 
 
 def test_blcl_table1_reduced_decays_at_the_same_fractions():
