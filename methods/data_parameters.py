@@ -15,8 +15,16 @@ Implementation (Sec. 3.1 and the official code, apple/ml-data-parameters):
 - parameters are stored as log sigma, initialised to log(init); the paper's joint curriculum uses init_inst 0.001
   (here an explicit argument, default 1.0; note the clamp below lifts 0.001 to 1/20 after the first step, as in
   the official code);
-- a sparse SGD with momentum 0.9 (official `SparseSGD`): rows of classes / instances absent from the mini-batch
-  keep their value and momentum buffer ("we do not update the momentum buffer");
+- a sparse SGD with momentum 0.9 (official `SparseSGD`); which rows it leaves alone (value and momentum buffer kept,
+  "we do not update the momentum buffer") has two readings, `skip_rows`:
+  - `zero_grad` (default, the official `SparseSGD(skip_update_zero_grad=True)`, which produced the published
+    numbers): every row whose gradient, weight decay included, is exactly 0. That is every row absent from the
+    batch, and also a row in the batch whose gradient is exactly zero in float32 (its scaled softmax saturated to
+    one-hot, which happens with wd_inst = 0 once sigma is small);
+  - `absent` (the text, Sec. 3.1: parameters "not present in the mini-batch"): only the rows absent from the batch;
+    a saturated in-batch row gets its momentum buffer decayed and its value moved.
+  `saturated_rows` counts the in-batch rows with an exactly zero gradient (the only rows where the readings differ);
+  `on_epoch_end` reports the epoch's count per level;
 - weight decay 0.5 * wd * (log sigma)^2 on the mini-batch's entries only (official: added to the loss as a sum
   over the batch's samples, so class c present n_c times decays with n_c * wd * log sigma_c, see `class_grad`);
 - after each step log sigma is clamped to [log 1/20, log 20] (the whole tensor, as the official code does);
@@ -49,6 +57,7 @@ from .registry import register_method
 
 LEVELS = ("class", "instance", "joint")
 CLASS_GRADS = ("batch_mean", "class_mean")
+SKIP_ROWS = ("zero_grad", "absent")
 
 
 class DataParameters:
@@ -61,12 +70,16 @@ class DataParameters:
     def __init__(self, num_classes: int, num_instances: int, level: str = "class", lr_class: float = 0.1,
                  lr_inst: float = 0.1, wd_class: float = 5e-4, wd_inst: float = 0.0, init_class: float = 1.0,
                  init_inst: float = 1.0, momentum: float = 0.9, class_grad: str = "batch_mean",
-                 clamp: tuple[float, float] = (math.log(1 / 20), math.log(20)),
+                 clamp: tuple[float, float] = (math.log(1 / 20), math.log(20)), skip_rows: str = "zero_grad",
                  device: torch.device | str | None = None):
         if level not in LEVELS:
             raise ValueError(f"level {level!r}; allowed: {list(LEVELS)}")
         if class_grad not in CLASS_GRADS:
             raise ValueError(f"class_grad {class_grad!r}; allowed: {list(CLASS_GRADS)}")
+        if skip_rows not in SKIP_ROWS:
+            raise ValueError(f"skip_rows {skip_rows!r}; allowed: {list(SKIP_ROWS)}")
+        self.skip_rows = skip_rows
+        self.saturated_rows = {"class": 0, "instance": 0}
         self.level, self.class_grad, self.momentum, self.clamp = level, class_grad, momentum, clamp
         self.lr_class, self.lr_inst, self.wd_class, self.wd_inst = lr_class, lr_inst, wd_class, wd_inst
         self.uses_class = level in ("class", "joint")
@@ -116,21 +129,28 @@ class DataParameters:
             else:
                 scale, decay = torch.ones_like(counts), counts
             self._sparse_step(self.class_log_sigma, self.class_momentum, rows, scale, decay, self.lr_class,
-                              self.wd_class)
+                              self.wd_class, "class")
         if self.uses_inst and self._indices is not None:
             rows, counts = torch.unique(self._indices, return_counts=True)
             self._sparse_step(self.inst_log_sigma, self.inst_momentum, rows, torch.ones_like(counts), counts,
-                              self.lr_inst, self.wd_inst)
+                              self.lr_inst, self.wd_inst, "instance")
 
     def _sparse_step(self, p: nn.Parameter, buf: torch.Tensor, rows: torch.Tensor, scale: torch.Tensor,
-                     decay: torch.Tensor, lr: float, wd: float) -> None:
+                     decay: torch.Tensor, lr: float, wd: float, level: str) -> None:
         if p.grad is None:
             return
         theta = p.data[rows]
         g = p.grad[rows] * scale.to(theta.dtype) + wd * decay.to(theta.dtype) * theta
         v = self.momentum * buf[rows] + g
-        buf[rows] = v
-        p.data[rows] = theta - lr * v
+        zero = g == 0
+        self.saturated_rows[level] = self.saturated_rows[level] + zero.sum()  # a tensor: no device sync per step
+        if self.skip_rows == "zero_grad":  # official SparseSGD: a zero-gradient row keeps its value and buffer
+            v = torch.where(zero, buf[rows], v)
+            buf[rows] = v
+            p.data[rows] = torch.where(zero, theta, theta - lr * v)
+        else:
+            buf[rows] = v
+            p.data[rows] = theta - lr * v
         p.data.clamp_(*self.clamp)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -167,6 +187,7 @@ class DataParametersMethod(Method):
         init_class: float = 1.0
         init_inst: float = 1.0
         class_grad: Literal["batch_mean", "class_mean"] = "batch_mean"
+        skip_rows: Literal["zero_grad", "absent"] = "zero_grad"
 
         def __post_init__(self):
             for key, positive in (("lr_class", True), ("lr_inst", True), ("wd_class", False), ("wd_inst", False),
@@ -182,7 +203,8 @@ class DataParametersMethod(Method):
         c = self.cfg
         self.dp = DataParameters(ctx.num_classes, self.num_train, c.level, lr_class=c.lr_class, lr_inst=c.lr_inst,
                                  wd_class=c.wd_class, wd_inst=c.wd_inst, init_class=c.init_class,
-                                 init_inst=c.init_inst, class_grad=c.class_grad, device=ctx.device)
+                                 init_inst=c.init_inst, class_grad=c.class_grad, skip_rows=c.skip_rows,
+                                 device=ctx.device)
         ctx.attach("model", self.dp)
 
     def train_step(self, batch: Batch, ctx: StepContext) -> StepOut:
@@ -209,6 +231,10 @@ class DataParametersMethod(Method):
             out["noisy_share_top40"] = share
         if self.dp.uses_class:
             out["class_sigma"] = self.dp.class_log_sigma.detach().exp().cpu().tolist()
+        for level, n in self.dp.saturated_rows.items():  # in-batch rows with an exactly zero gradient this epoch
+            if (level == "class" and self.dp.uses_class) or (level == "instance" and self.dp.uses_inst):
+                out[f"saturated_rows_{level}"] = int(n)
+            self.dp.saturated_rows[level] = 0
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -246,7 +246,7 @@ def test_fig4_extras():
     none = method.on_epoch_end(0, ctx, torch.zeros(10, dtype=torch.bool))
     assert none["noisy_share_top40"] is None and none["inst_sigma_noisy_mean"] is None
     json.dumps(none)
-    assert set(build_and_extras("class")) == {"class_sigma"}
+    assert set(build_and_extras("class")) == {"class_sigma", "saturated_rows_class"}
     assert "class_sigma" not in build_and_extras("instance") and "noisy_share_top40" in build_and_extras("instance")
 
 
@@ -289,3 +289,108 @@ def test_config_validation():
         with pytest.raises(ValueError, match=key):
             make_config("dataparams", {key: bad})
     assert make_config("dataparams", {"level": "joint", "wd_inst": 0.0}).level == "joint"
+
+
+def _official_reference(level, batches, n_cls, n_inst, lr, wd, init=1.0, momentum=0.9):
+    """The official update restated: the weight decay 0.5 * wd * (log sigma)^2 of each sample's row added to the
+    batch-mean loss, torch's SGD with momentum on the whole tensor, then every row whose gradient is exactly 0
+    reverted to its value and momentum buffer before the step (SparseSGD(skip_update_zero_grad=True)), then the
+    clamp. Returns the final log sigma and momentum buffer."""
+    n = n_cls if level == "class" else n_inst
+    p = torch.full((n,), math.log(init), requires_grad=True)
+    opt = torch.optim.SGD([p], lr=lr, momentum=momentum)
+    for z, y, idx in batches:
+        rows = y if level == "class" else idx
+        opt.zero_grad()
+        ls = p[rows]
+        loss = F.cross_entropy(z / ls.exp()[:, None], y) + 0.5 * wd * (ls ** 2).sum()
+        loss.backward()
+        before = p.detach().clone()
+        buf_before = opt.state[p]["momentum_buffer"].clone() if "momentum_buffer" in opt.state[p] else None
+        opt.step()
+        with torch.no_grad():
+            zero = p.grad == 0
+            p[zero] = before[zero]
+            if buf_before is not None:
+                opt.state[p]["momentum_buffer"][zero] = buf_before[zero]
+            p.clamp_(LO, HI)
+    return p.detach(), opt.state[p]["momentum_buffer"]
+
+
+def _saturating_batches(n_cls, n_inst, steps=6, seed=0):
+    """Random batches; sample 0 is in every batch from the second on: in the second with ordinary logits (its
+    momentum buffer becomes non-zero), from the third on with a margin of 120 for its label, so its softmax is
+    one-hot in float32 and its gradient (wd 0) is exactly zero."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(steps):
+        idx = torch.randperm(n_inst, generator=g)[:4]
+        if s >= 1:
+            idx[0] = 0
+        y = idx % n_cls
+        z = torch.randn(4, n_cls, generator=g)
+        if s >= 2:
+            z[idx == 0] = -60.0
+            z[idx == 0, 0] = 60.0
+        out.append((z, y, idx))
+    return out
+
+
+@pytest.mark.parametrize("level,wd", [("instance", 0.0), ("instance", 1e-3), ("class", 0.0), ("class", 5e-4)])
+def test_default_matches_the_official_sparse_sgd_update(level, wd):
+    n_cls, n_inst, lr = 3, 9, 0.2
+    batches = _saturating_batches(n_cls, n_inst)
+    dp = DataParameters(n_cls, n_inst, level=level, lr_class=lr, lr_inst=lr, wd_class=wd, wd_inst=wd)
+    assert dp.skip_rows == "zero_grad"
+    for z, y, idx in batches:
+        dp.zero_grad()
+        F.cross_entropy(dp.scale_logits(z, y, idx), y).backward()
+        dp.step()
+    want_p, want_buf = _official_reference(level, batches, n_cls, n_inst, lr, wd)
+    p, buf = (dp.class_log_sigma, dp.class_momentum) if level == "class" else (dp.inst_log_sigma, dp.inst_momentum)
+    assert torch.allclose(p.data, want_p, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(buf, want_buf, rtol=1e-6, atol=1e-7)
+
+
+def test_saturated_in_batch_sample_under_both_readings():
+    """Sample 0 is in the second batch but its scaled softmax is exactly one-hot (sigma 1/20, margin 120): zero
+    gradient. Official (`zero_grad`): value and momentum buffer kept. Text (`absent`): it is in the batch, so its
+    buffer decays (0.9 v) and its value moves by -lr * 0.9 v. Sample 1 (in the batch, not saturated) is updated
+    alike by both; sample 2 (absent) is kept by both."""
+    lr, m = 0.2, 0.9
+    res = {}
+    for reading in ("zero_grad", "absent"):
+        dp = DataParameters(2, 3, level="instance", lr_inst=lr, wd_inst=0.0, skip_rows=reading)
+        y, idx = torch.tensor([0, 1]), torch.tensor([0, 1])
+        F.cross_entropy(dp.scale_logits(torch.tensor([[0.3, 0.1], [0.2, 0.4]]), y, idx), y).backward()
+        dp.step()
+        with torch.no_grad():  # put sample 0 at the lower clamp, keeping its momentum buffer
+            dp.inst_log_sigma[0] = LO
+        before = dp.state_dict()
+        assert before["inst_momentum"][0] != 0
+        z = torch.tensor([[60.0, -60.0], [0.5, 0.1]])
+        dp.zero_grad()
+        F.cross_entropy(dp.scale_logits(z, y, idx), y).backward()
+        assert dp.inst_log_sigma.grad[0] == 0.0 and dp.inst_log_sigma.grad[1] != 0.0
+        dp.step()
+        res[reading] = (before, dp.state_dict(), int(dp.saturated_rows["instance"]))
+    (b0, a0, n0), (b1, a1, n1) = res["zero_grad"], res["absent"]
+    assert n0 == n1 == 1  # the first step had none, the second one (sample 0)
+    assert torch.equal(a0["inst_log_sigma"][0], b0["inst_log_sigma"][0])
+    assert torch.equal(a0["inst_momentum"][0], b0["inst_momentum"][0])
+    v = m * b1["inst_momentum"][0]
+    assert a1["inst_momentum"][0].item() == pytest.approx(v.item(), rel=1e-6)
+    want = max((b1["inst_log_sigma"][0] - lr * v).item(), LO)
+    assert a1["inst_log_sigma"][0].item() == pytest.approx(want, rel=1e-6)
+    assert a1["inst_log_sigma"][0] != a0["inst_log_sigma"][0] or a1["inst_momentum"][0] != a0["inst_momentum"][0]
+    for k in ("inst_log_sigma", "inst_momentum"):
+        assert torch.equal(a0[k][1], a1[k][1]) and a0[k][1] != b0[k][1]
+        assert torch.equal(a0[k][2], b0[k][2]) and torch.equal(a1[k][2], b1[k][2])
+
+
+def test_epoch_end_reports_and_resets_the_saturated_count():
+    method, ctx, x, y = _setup("instance", wd_inst=0.0)
+    method.dp.saturated_rows["instance"] = torch.tensor(3)
+    out = method.on_epoch_end(1, ctx, torch.zeros(10, dtype=torch.bool))
+    assert out["saturated_rows_instance"] == 3 and "saturated_rows_class" not in out
+    assert method.on_epoch_end(2, ctx, torch.zeros(10, dtype=torch.bool))["saturated_rows_instance"] == 0
