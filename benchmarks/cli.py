@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import sys
 
 from data import dataset_present
@@ -135,16 +136,43 @@ def report_path(args) -> str:
     return args.report or os.path.join(os.path.dirname(os.path.abspath(args.results)), "REPORT.md")
 
 
-def cmd_list(targets, data_root: str) -> None:
-    from .cost import ASSUMPTION, plans_hours
+def cmd_list(targets, data_root: str, results: str = "results") -> None:
+    from .cost import ASSUMPTION, CpuRates, plans_hours
+    from .runner import teacher_plans
 
-    print(f"{'target':<22} {'runs':>5} {'GPU-h':>7}  datasets (present under {data_root})")
+    rates = CpuRates.measure(results)
+
+    def cpu_hours(plans) -> str:
+        """CPU-hours of a set of runs and each distinct teacher run once; '?' when no CPU speed was measured."""
+        every = list(plans) + list({t.run_id: t for p in plans for t in teacher_plans(p).values()}.values())
+        hours = [rates.plan_hours(p) for p in every]
+        return "?" if any(h is None for h in hours) else f"{sum(h[0] for h in hours):.1f}"
+
+    print(f"{'target':<22} {'runs':>5} {'GPU-h':>7} {'CPU-h':>8}  datasets (present under {data_root})")
+    sized = []
     for t in targets.values():
         plans = t.plans("full")
         ds = ", ".join(f"{d} [{'present' if dataset_present(d, data_root) else 'missing'}]" for d in t.datasets)
-        print(f"{t.name:<22} {len(plans):>5} {plans_hours(plans):>7.1f}  {ds}")
-    print(f"runs and GPU-hours at the full budget with the target's seeds (teacher runs counted once each); "
-          f"GPU-hours: {ASSUMPTION}; runs shared by several targets are counted in each")
+        print(f"{t.name:<22} {len(plans):>5} {plans_hours(plans):>7.1f} {cpu_hours(plans):>8}  {ds}")
+        for row in t.raw["rows"]:  # rows sized for this CPU (YAML `reason`)
+            if row.get("reason"):
+                sized.append((t.name, f"row {row['id']}", [p for p in plans if p.row == row["id"]]))
+        for budget in t.raw["budgets"]:
+            if budget not in ("full", "smoke"):
+                sized.append((t.name, f"budget {budget}", t.plans(budget)))
+    print(f"runs, GPU-hours and CPU-hours at the full budget with the target's seeds (teacher runs counted once "
+          f"each; runs shared by several targets are counted in each). GPU-hours: {ASSUMPTION}. CPU-hours: this "
+          f"machine's 2 threads at the training speed measured in this suite's own CPU runs and bench "
+          f"(benchmarks/cost.py: CpuRates).")
+    print()
+    print("Rows and budgets sized for a CPU:")
+    print(f"{'target':<22} {'what':<30} {'runs':>5} {'CPU-h':>8}  speed")
+    for name, what, plans in sized:
+        how = sorted({(rates.plan_hours(p) or (0, "not measured"))[1] for p in plans})
+        print(f"{name:<22} {what:<30} {len(plans):>5} {cpu_hours(plans):>8}  {'; '.join(how)}")
+    print("speeds measured: " + "; ".join(
+        f"{m} {statistics.median([r for r, _ in v]) / 1e9:.0f} GFLOP/s ({len(v)} measurement{'s' * (len(v) != 1)})"
+        for m, v in sorted(rates.samples.items())))
 
 
 def figure_feeds(targets) -> dict[str, list[str]]:
@@ -243,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         targets = load_targets(args.targets)
         if args.target == "list":
-            cmd_list(targets, data_root)
+            cmd_list(targets, data_root, args.results)
             return 0
         from .report import write_report
 

@@ -1,15 +1,29 @@
-"""GPU-hour estimates for planning a night of runs (issue 9): FLOPs per training step from torch's own FLOP counter
-(one forward of one example, times 3 for forward + backward, times the batch), summed over a method's trainable
-networks (a frozen teacher counts its forward only), times the steps of the run, divided by a throughput.
+"""Run-time estimates for planning: GPU-hours (assumed) and CPU-hours (measured on this machine).
 
-No throughput has been measured by this suite yet, so the one used is an assumption, printed as such wherever an
-estimate is shown: ASSUMED_TFLOPS effective FP32/TF32 TFLOP/s on one H100 for these small CIFAR networks, with a
-floor of ASSUMED_MIN_STEP_MS per network step (small networks are bound by kernel launches, not FLOPs).
+Work of one run: FLOPs per training step from torch's own FLOP counter (one forward of one example, times 3 for
+forward + backward, times the batch), summed over a method's trainable networks (a frozen teacher counts its
+forward only), times the steps of the run.
+
+- GPU-hours divide it by an assumption, printed as such wherever an estimate is shown: ASSUMED_TFLOPS effective
+  FP32/TF32 TFLOP/s on one H100 for these small CIFAR networks, with a floor of ASSUMED_MIN_STEP_MS per network
+  step (small networks are bound by kernel launches, not FLOPs).
+- CPU-hours divide it by a measured rate (`CpuRates`): the effective FLOP/s of this suite's own finished CPU runs
+  (results/runs/*/*.json: training images x work per image / median epoch seconds, evaluation included, unpacked
+  runs only), per model, and of the engine path of `bench` (results/bench/*/cpu.json). A model with no measurement
+  of its own takes the rate of the measured model nearest in FLOPs, and says so.
+
+Per-model FLOPs are cached in `$CLREPRO_CACHE/flops.json` (default ~/.cache/clrepro), keyed by the sha256 of the
+models/ sources, the model spec and the dataset, so `list` does not build networks it has counted before.
 """
 from __future__ import annotations
 
 import functools
+import glob
+import hashlib
+import json
 import math
+import os
+import statistics
 
 ASSUMED_TFLOPS = 25.0
 ASSUMED_MIN_STEP_MS = 4.0
@@ -23,11 +37,72 @@ SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mr": (64,), "cifa
 CLASSES = {"cifar100": 100, "mr": 2, "imagenet": 1000, "webvision": 1000}
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cache_dir() -> str:
+    return os.environ.get("CLREPRO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clrepro")
+
+
+@functools.lru_cache(maxsize=None)
+def _source_digest(package: str) -> str:
+    """sha256 of a package's .py sources (names and bytes): a changed model invalidates its cached FLOPs."""
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)):
+        h.update(os.path.relpath(path, REPO).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+class _DiskCache:
+    """A small JSON dict on disk, read once, written atomically when something new was computed."""
+
+    def __init__(self, name: str):
+        self.name, self._data = name, None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(_cache_dir(), self.name)
+
+    def _load(self) -> dict:
+        if self._data is None:
+            try:
+                with open(self.path) as f:
+                    self._data = json.load(f)
+                if not isinstance(self._data, dict):
+                    self._data = {}
+            except (OSError, ValueError):
+                self._data = {}
+        return self._data
+
+    def get(self, key: str, compute):
+        data = self._load()
+        if key not in data:
+            data[key] = compute()
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                tmp = f"{self.path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
+                    json.dump(data, f)
+                os.replace(tmp, self.path)
+            except OSError:
+                pass  # a read-only cache only costs speed
+        return data[key]
+
+
+_FLOPS_CACHE = _DiskCache("flops.json")
+
+
 @functools.lru_cache(maxsize=None)
 def forward_flops(model_json: str, dataset: str) -> float:
-    """FLOPs of one forward pass of one example (torch.utils.flop_counter; convolutions and matmuls)."""
-    import json
+    """FLOPs of one forward pass of one example (torch.utils.flop_counter; convolutions and matmuls), cached on
+    disk keyed by the models/ sources."""
+    key = f"{_source_digest('models')}|{dataset}|{model_json}"
+    return float(_FLOPS_CACHE.get(key, lambda: _count_flops(model_json, dataset)))
 
+
+def _count_flops(model_json: str, dataset: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -45,10 +120,25 @@ def forward_flops(model_json: str, dataset: str) -> float:
     return float(fc.get_total_flops())
 
 
+def train_images(spec: dict) -> int:
+    data = spec["data"]
+    n = data.get("train_subset") or TRAIN_SIZES.get(data["dataset"], 50000)
+    n -= data.get("val_size") or 0
+    if data["noise"].get("drop_corrupted"):  # the oracle trains on the samples the noise left clean (about 1 - rate)
+        n = round(n * (1 - data["noise"]["rate"]))
+    return n
+
+
+def image_work(spec: dict, trainable: int = 1) -> float:
+    """Training FLOPs per training image: 3 x forward per trainable network + the forward of each frozen role."""
+    f = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])
+    frozen = sum(forward_flops(json.dumps(b["model"], sort_keys=True), spec["data"]["dataset"])
+                 for b in spec.get("roles", {}).values())
+    return 3 * f * trainable + frozen
+
+
 def run_hours(spec: dict, trainable: int = 1) -> float:
     """Estimated GPU-hours of one run."""
-    import json
-
     data, recipe = spec["data"], spec["recipe"]
     n = data.get("train_subset") or TRAIN_SIZES.get(data["dataset"], 50000)
     n -= data.get("val_size") or 0
@@ -62,12 +152,23 @@ def run_hours(spec: dict, trainable: int = 1) -> float:
     return steps * per_step / 3600.0
 
 
+_ROLES_CACHE = _DiskCache("method_roles.json")
+
+
+def trainable_networks(method: str) -> int:
+    """How many networks a method trains (its roles less the frozen ones), cached keyed by the methods/ sources."""
+    def count() -> int:
+        from methods import method_class
+
+        cls = method_class(method)
+        return len(cls.roles) - len(cls.frozen)
+
+    return int(_ROLES_CACHE.get(f"{_source_digest('methods')}|{method}", count))
+
+
 def plan_hours(plan) -> float:
     """Estimated GPU-hours of one run, its own networks only (a teacher run is counted by `plans_hours`)."""
-    from methods import method_class
-
-    cls = method_class(plan.spec["method"]["name"])
-    return run_hours(plan.spec, len(cls.roles) - len(cls.frozen))
+    return run_hours(plan.spec, trainable_networks(plan.spec["method"]["name"]))
 
 
 def plans_hours(plans) -> float:
@@ -76,3 +177,70 @@ def plans_hours(plans) -> float:
 
     teachers = {t.run_id: t for p in plans for t in teacher_plans(p).values()}
     return sum(map(plan_hours, plans)) + sum(map(plan_hours, teachers.values()))
+
+
+class CpuRates:
+    """Effective training FLOP/s measured on this machine's CPU, per model (see the module docstring)."""
+
+    def __init__(self, samples: dict[str, list[tuple[float, str]]], flops: dict[str, float]):
+        self.samples, self.flops = samples, flops  # model name -> [(FLOP/s, source)], model name -> forward FLOPs
+
+    @classmethod
+    def measure(cls, results: str) -> "CpuRates":
+        samples: dict[str, list[tuple[float, str]]] = {}
+        flops: dict[str, float] = {}
+        for path in sorted(glob.glob(os.path.join(results, "runs", "*", "*.json"))):
+            try:
+                with open(path) as f:
+                    rec = json.load(f)
+                prov, spec = rec.get("provenance") or {}, rec["spec"]
+                if rec.get("status") != "ok" or prov.get("device_type") != "cpu" \
+                        or (prov.get("engine") or {}).get("pack", 1) != 1:
+                    continue
+                secs = [h["seconds"] for h in rec.get("history", []) if h.get("seconds")]
+                if not secs:
+                    continue
+                work = image_work(spec, trainable_networks(spec["method"]["name"])) * train_images(spec)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            name = spec["model"]["name"]
+            flops[name] = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])
+            samples.setdefault(name, []).append((work / statistics.median(secs), "runs"))
+        for path in sorted(glob.glob(os.path.join(results, "bench", "*", "cpu.json"))):
+            try:
+                with open(path) as f:
+                    rec = json.load(f)
+                for w in rec.get("workloads", {}).values():
+                    eng, fl = (w.get("paths") or {}).get("engine") or {}, w.get("flops") or {}
+                    name = ((w.get("spec") or {}).get("model") or {}).get("name")
+                    if eng.get("status") == "ok" and fl.get("train_per_image") and name:
+                        flops.setdefault(name, fl["forward_per_image"])
+                        samples.setdefault(name, []).append(
+                            (fl["train_per_image"] * eng["images_per_s_median"], "bench"))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return cls(samples, flops)
+
+    def rate(self, model: str, forward: float) -> tuple[float, str] | None:
+        """(FLOP/s, how it was measured) for a model of `forward` FLOPs per example; None when nothing was."""
+        if model in self.samples:
+            rates = [r for r, _ in self.samples[model]]
+            n = len(rates)
+            return statistics.median(rates), f"measured: {model}, {n} CPU measurement{'s' * (n != 1)}"
+        if not self.samples:
+            return None
+        near = min(self.samples, key=lambda m: abs(math.log(max(self.flops[m], 1.0) / max(forward, 1.0))))
+        r, _ = self.rate(near, self.flops[near])
+        return r, f"no CPU run of {model}: the rate of {near}, nearest in FLOPs"
+
+    def run_hours(self, spec: dict, trainable: int) -> tuple[float, str] | None:
+        f = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])
+        got = self.rate(spec["model"]["name"], f)
+        if got is None:
+            return None
+        work = image_work(spec, trainable) * train_images(spec) * spec["recipe"]["epochs"]
+        return work / got[0] / 3600.0, got[1]
+
+    def plan_hours(self, plan) -> tuple[float, str] | None:
+        """CPU-hours of one run on this machine (2 threads, the engine's CPU defaults), its own networks only."""
+        return self.run_hours(plan.spec, trainable_networks(plan.spec["method"]["name"]))

@@ -144,6 +144,14 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         return published.get((row, variant, float(rate)))
 
     labels = {r["id"]: r.get("label", r["id"]) for r in raw["rows"]}
+    scale_of = {r["id"]: r["scale_of"] for r in raw["rows"] if r.get("scale_of")}
+
+    def pub_for(row: str, variant: str, rate: float):
+        """(published entry, True when it is the paper's row that a CPU-sized row is shown next to for scale)."""
+        own = pub(row, variant, rate)
+        if own is not None or row not in scale_of:
+            return own, False
+        return pub(scale_of[row], variant, rate), True
     for budget in BUDGETS:
         if budget not in raw["budgets"]:
             continue
@@ -184,12 +192,13 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         else:
             out = out[:-2] + ["Analytic: this target trains nothing; its figures are computed from the suite's code.", ""]
         for (row, variant, comp, rate), recs in by_cell.items():
-            entry = pub(row, comp, rate)
+            entry, for_scale = pub_for(row, comp, rate)
             pub_s = ("—" if entry is None else f"{entry['value']:.2f}"
                      + (f" ± {entry['std']:.2f}" if entry.get("std") is not None else "")
-                     + (" (alignment uncertain)" if entry.get("uncertain") else ""))
+                     + (" (alignment uncertain)" if entry.get("uncertain") else "")
+                     + (f" (the paper's {labels[scale_of[row]]}; for scale)" if for_scale else ""))
             accs = _accs(recs)
-            diff = ("—" if (entry is None or not accs or entry.get("uncertain"))
+            diff = ("—" if (entry is None or not accs or entry.get("uncertain") or for_scale)
                     else f"{_stats(accs)[0] - entry['value']:+.2f}")
             teacher = [r["extras"].get("teacher_final_test_acc") for r in recs if r["status"] == "ok"]
             teacher = [x for x in teacher if x is not None]
@@ -225,6 +234,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 out.append(f"| {labels[row['id']]} | {'—' if p is None else p['variant']} | {value} | not planned: "
                            f"{row['not_planned'].strip()} | — | — | — | — |")
         out.append("")
+        sized = [r for r in raw["rows"] if r.get("reason") and any(p.row == r["id"] for p in plans)]
+        if sized:
+            out += ["Rows sized for a 2-core CPU (not the paper's setting; the paper's numbers are shown next to "
+                    "them for scale only):", ""]
+            out += [f"- {labels[r['id']]}: {r['reason'].strip()}" for r in sized] + [""]
         out += external_rows(raw, budget, by_cell, labels, epochs)
         claims = raw.get("claims", []) if budget != "smoke" and (budget == "full" or recs_all) else []
         if claims:
@@ -239,7 +253,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                         continue
                     base = next((rs for (r2, v2, _, rate2), rs in by_cell.items()
                                  if r2 == row and v2 == c["baseline"] and rate2 == rate), [])
-                    pm, pb = pub(row, comp, rate), pub(row, t.compare_as(c["baseline"]), rate)
+                    (pm, scaled), (pb, _) = pub_for(row, comp, rate), pub_for(row, t.compare_as(c["baseline"]), rate)
                     # a value whose row alignment the source lost gives no published gain
                     pg = (pm["value"] - pb["value"] if pm and pb and not (pm.get("uncertain") or pb.get("uncertain"))
                           else None)
@@ -247,8 +261,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     iv = gain_interval(a, b)
                     meas = "—" if iv is None else f"{iv[0]:+.2f} [{iv[1]:+.2f}, {iv[2]:+.2f}] ({iv[3]})"
                     text = c.get("text", c["method"] + " vs " + c["baseline"]) + (f" (noise {rate:g})" if rate else "")
+                    pg_s = "—" if pg is None else f"{pg:+.2f}" + (
+                        f" (the paper's {labels[scale_of[row]]}; for scale)" if scaled else "")
+                    # a CPU-sized row's verdict never tests the paper's gain of another backbone
                     out.append(f"| {text} | {v} vs {c['baseline']} "
-                               f"| {'—' if pg is None else f'{pg:+.2f}'} | {meas} | {verdict(pg, iv, len(a), len(b))} |")
+                               f"| {pg_s} | {meas} | {verdict(None if scaled else pg, iv, len(a), len(b))} |")
             out.append("")
         for fig in raw.get("figures", []):
             kind = figure_kind(fig)

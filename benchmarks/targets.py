@@ -43,7 +43,12 @@ ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alon
 FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau", "split_epoch"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch", "external"}
-ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned"}
+ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned",
+            "seeds", "scale_of", "reason"}
+# A row sized for a 2-core CPU next to the paper's rows (issue 19, e.g. `cpu-cifar10`): `seeds` overrides the
+# target's, `scale_of` names the paper's row whose published numbers it is shown next to (for scale: a different
+# backbone or budget, so no measured-minus-published difference and no published gain in its verdicts), `reason`
+# says why this backbone and these epochs.
 VARIANT_RESERVED = ("method", "compare_as", "roles")  # the other keys of a variant are the method's parameters
 ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its model, that run's method, recipe
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
@@ -97,11 +102,12 @@ class Target:
         if budget not in self.raw["budgets"]:
             raise UsageError(f"target {self.name!r} has no budget {budget!r}; allowed: {sorted(self.raw['budgets'])}")
         over = self.raw["budgets"][budget] or {}
-        seeds = list(self.raw["seeds"] if seeds is None else seeds)
+        explicit = None if seeds is None else list(seeds)
         out = []
         for row in self.raw["rows"]:
             if row.get("not_planned"):  # a paper row this suite does not build (the reason is in the YAML)
                 continue
+            seeds = explicit if explicit is not None else list(row.get("seeds", self.raw["seeds"]))
             recipe = self._recipe(row["recipe"], over)
             model = _model_spec(row["model"])
             for rate in row["noise"]["rates"]:
@@ -283,6 +289,16 @@ def _validate(raw: dict, path: str) -> None:
         for v in row["variants"]:
             if v not in raw["variants"]:
                 raise UsageError(f"{where}: unknown variant {v!r}; known: {', '.join(raw['variants'])}")
+        if "seeds" in row and (not isinstance(row["seeds"], list) or not row["seeds"] or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in row["seeds"])):
+            raise UsageError(f"{where}: seeds must be a non-empty list of integers, got {row['seeds']!r}")
+        if "reason" in row and (not isinstance(row["reason"], str) or not row["reason"].strip()):
+            raise UsageError(f"{where}: reason must be a non-empty string")
+    row_ids = [r["id"] for r in raw["rows"] if isinstance(r, dict) and "id" in r]
+    for i, row in enumerate(raw["rows"]):
+        if "scale_of" in row and (row["scale_of"] not in row_ids or row["scale_of"] == row["id"]):
+            raise UsageError(f"{w}: rows[{i}]: scale_of {row['scale_of']!r} must name another row of the target; "
+                             f"rows: {', '.join(x for x in row_ids if x != row['id'])}")
     names = set(raw["variants"]) | {v.get("compare_as", k) for k, v in raw["variants"].items()}
     quoted = raw.get("published_only") or {}  # baselines a paper quotes that this suite never runs: name -> label
     if not isinstance(quoted, dict) or set(quoted) & names:
