@@ -131,7 +131,18 @@ def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs:
     return out + [""]
 
 
-def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str) -> str:
+GLANCE = {"gain reproduced": "reproduced", "not significant": "not reproduced", "contradicted": "contradicted",
+          "not run": "not run", "too few runs": "too few runs"}
+
+
+def glance_word(verdict_text: str) -> str:
+    """The one-word verdict of the summary: reproduced, not reproduced, contradicted, not run, too few runs."""
+    return next(w for prefix, w in GLANCE.items() if verdict_text.startswith(prefix))
+
+
+def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str,
+                  glance: list[dict] | None = None) -> str:
+    """The target's section; each claim's verdict per budget is also appended to `glance` (the summary)."""
     raw = t.raw
     out = [f"## {t.name}: {raw['title']}", "",
            f"Source: {raw.get('source', raw['artifact'])}. Published aggregation: {raw.get('aggregation', 'n/a')}.",
@@ -264,8 +275,13 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     pg_s = "—" if pg is None else f"{pg:+.2f}" + (
                         f" (the paper's {labels[scale_of[row]]}; for scale)" if scaled else "")
                     # a CPU-sized row's verdict never tests the paper's gain of another backbone
-                    out.append(f"| {text} | {v} vs {c['baseline']} "
-                               f"| {pg_s} | {meas} | {verdict(None if scaled else pg, iv, len(a), len(b))} |")
+                    said = verdict(None if scaled else pg, iv, len(a), len(b))
+                    out.append(f"| {text} | {v} vs {c['baseline']} | {pg_s} | {meas} | {said} |")
+                    if glance is not None:
+                        glance.append({"target": t.name, "paper": raw["paper"], "budget": budget, "claim": text,
+                                       "verdict": glance_word(said), "measured": meas, "published": pg_s,
+                                       "epochs": sorted({p.spec["recipe"]["epochs"] for p in plans if p.row == row}),
+                                       "seeds": sorted(set(a) | set(b))})
             out.append("")
         for fig in raw.get("figures", []):
             kind = figure_kind(fig)
@@ -282,6 +298,48 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 out += [f"*Figure `{kind}`{when}: not drawn yet (no finished run with its data at this budget). "
                         f"It will show {FIGURES[kind]}.*", ""]
     return "\n".join(out)
+
+
+PAPER_NAMES = {"blcl": "BLCL", "dataparams": "Data Parameters", "superloss": "SuperLoss", "dcd": "DCD",
+               "ext": "Our own studies"}
+
+
+def claims_at_a_glance(glance: list[dict]) -> list[str]:
+    """The report's first section: one line per claim (per noise rate) of the four papers and of our studies, with
+    its verdict and measured gain per budget that has runs (a claim with none says "not run"), the published gain
+    and a link to its target's section."""
+    out = ["## Claims at a glance", "",
+           "One line per claim (noise rates separately). Verdicts per budget run: *reproduced* (the measured gain's "
+           "95% interval over seeds lies above zero), *not reproduced* (it contains zero), *contradicted* (it lies "
+           "below zero), *too few runs* (fewer than 2 seeds a side), *not run*. A reduced budget or a CPU-sized row "
+           "is not the paper's setting: its verdict is about that run, and the published gain is the paper's "
+           "full-budget one, shown for scale.", ""]
+    lines: dict[tuple, list[dict]] = {}
+    for g in glance:
+        lines.setdefault((g["paper"], g["target"], g["claim"]), []).append(g)
+    counts: dict[str, int] = {}
+    for entries in lines.values():
+        ran = [g for g in entries if g["verdict"] != "not run"]
+        for g in ran or entries[:1]:
+            counts[g["verdict"]] = counts.get(g["verdict"], 0) + 1
+    out += ["Totals (claim x budget run): " + ", ".join(
+        f"{n} {w}" for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) + ".", ""]
+    for paper, name in PAPER_NAMES.items():
+        keys = [k for k in lines if k[0] == paper]
+        if not keys:
+            continue
+        out += [f"### {name}", "", "| Claim | Verdict per budget run: measured gain [95% interval] | Published gain "
+                "| Target |", "|---|---|---|---|"]
+        for key in keys:
+            entries = lines[key]
+            ran = [g for g in entries if g["verdict"] != "not run"]
+            cells = [f"`{g['budget']}` ({', '.join(map(str, g['epochs']))} ep, seeds "
+                     f"{','.join(map(str, g['seeds']))}): **{g['verdict']}** {g['measured']}" for g in ran]
+            full = next((g for g in entries if g["budget"] == "full"), entries[0])
+            out.append(f"| {key[2]} | {'; '.join(cells) or 'not run'} | {full['published']} | "
+                       f"[{key[1]}](#{key[1]}) |")
+        out.append("")
+    return out
 
 
 def published_consistency(targets: dict[str, Target]) -> list[str]:
@@ -331,8 +389,12 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
         parts += ["**Result files skipped** (unreadable or breaking the schema; the runner archives and reruns them):", ""]
         parts += [f"- `{os.path.relpath(p, report_dir)}`: {why}" for p, why in sorted(skipped.items())] + [""]
     parts += published_consistency(targets)
+    glance: list[dict] = []
+    sections = []
     for t in targets.values():
-        parts += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir), ""]
+        sections += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir, glance), ""]
+    parts[2:2] = claims_at_a_glance(glance)
+    parts += sections
     parts += [performance_section(results)]  # from results/bench/*.json (./reproduce.sh bench)
     text = "\n".join(parts).rstrip() + "\n"
     os.makedirs(report_dir, exist_ok=True)

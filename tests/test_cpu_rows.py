@@ -92,7 +92,8 @@ def test_report_shows_the_paper_row_for_scale_without_a_difference(tmp_path):
     line = next(ln for ln in text.splitlines() if ln.startswith(row))
     assert "67.97 ± 0.62 (the paper's CIFAR-10, 40% noise (uniform); for scale)" in line
     assert "| 61.00 ± 1.00 (n=3) | — |" in line  # no measured - published across backbones
-    claim = next(ln for ln in text.splitlines() if ln.startswith("| CPU row (ResNet-8, 20 epochs), CIFAR-10, 40% uniform"))
+    section = text.split("\n## dataparams-table2:")[1]
+    claim = next(ln for ln in section.splitlines() if ln.startswith("| CPU row (ResNet-8, 20 epochs), CIFAR-10, 40% uniform"))
     assert "+23.13 (the paper's CIFAR-10, 40% noise (uniform); for scale)" in claim
     assert "+10.00 [" in claim and "gain reproduced (significant) |" in claim  # no 'published gain lies ...'
     assert "Rows sized for a 2-core CPU" in text and "ResNet-8 for 20 epochs (lr x0.1 at 13 and 17)" in text

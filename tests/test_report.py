@@ -63,10 +63,23 @@ def test_verdicts(filled):
     assert "| +1.79 | +2.00 [+2.00, +2.00] (paired) |" in line
     assert "gain reproduced (significant); the published gain lies outside the interval" in line
     # a claim naming a variant covers that variant only, with the published gain of the column it is compared as
-    label = [ln for ln in filled.splitlines() if ln.startswith("| BLCL (label reading) improves WordCNN")]
-    assert len(label) == 1 and "| blcl-label vs erm | +1.79 | — | not run |" in label[0]
     section = filled.split("## blcl-table5:")[1].split("\n## ")[0]
+    label = [ln for ln in section.splitlines() if ln.startswith("| BLCL (label reading) improves WordCNN")]
+    assert len(label) == 1 and "| blcl-label vs erm | +1.79 | — | not run |" in label[0]
     assert len([ln for ln in section.splitlines() if "| blcl vs erm |" in ln]) == 1
+
+
+def test_claims_at_a_glance_open_the_report(filled):
+    assert filled.startswith("# clrepro reproduction report\n\n## Claims at a glance\n")
+    glance = filled.split("## Claims at a glance")[1].split("\n## ")[0]
+    line = _line(glance, "| BLCL (Eq. 3 as printed) improves WordCNN on MR")
+    assert line == ("| BLCL (Eq. 3 as printed) improves WordCNN on MR over conventional training | `full` (10 ep, "
+                    "seeds 0,1,2): **reproduced** +2.00 [+2.00, +2.00] (paired) | +1.79 | [blcl-table5](#blcl-table5) |")
+    assert _line(glance, "| BLCL (label reading) improves WordCNN").endswith("| not run | +1.79 | [blcl-table5](#blcl-table5) |")
+    # every claim of every target has exactly one line (noise rates apart)
+    n_claims = sum(len(t.raw.get("claims", [])) for t in TARGETS.values() if t.raw["paper"] != "ext")
+    assert len([ln for ln in glance.splitlines() if ln.startswith("| ") and "](#" in ln]) >= n_claims
+    assert "Totals (claim x budget run): " in glance and "1 reproduced" in glance
 
 
 def test_uncertain_published_values_give_no_published_gain(tmp_path):
@@ -218,7 +231,7 @@ def test_noise_study_figures_and_per_rate_claims(tmp_path):
     figs = os.listdir(tmp_path / "results" / "figures" / "ext-noise-fashion")
     assert sorted(figs) == ["full-loss_curves.png", "full-noise_curves.png", "full-sigma_clean_noisy.png"]
     # one claim line per noise rate; equal accuracies per seed: a zero gain, not significant
-    lines = [ln for ln in text.splitlines() if ln.startswith("| Data Parameters (instance) beat ERM")]
+    lines = [ln for ln in text.split("\n## ext-noise-fashion:")[1].splitlines() if ln.startswith("| Data Parameters (instance) beat ERM")]
     assert len(lines) == 5 and all("+0.00" in ln for ln in lines)
     t = TARGETS["ext-noise-fashion"]
     from benchmarks.store import cell_key, load_records
