@@ -42,7 +42,12 @@ FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report
 ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alone, never from runs
 FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau", "split_epoch"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
-            "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch", "external"}
+            "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch", "external",
+            "include"}
+# `include: <target>`: that target's variants and recipes are available by name (a local entry of the same name must
+# be identical), its seeds and budgets are the defaults, and a row `{use: <its row id>, ...}` is its row with the
+# keys given here replaced (e.g. `variants`; `key: null` removes one). One place per recipe: a figure target, or a researcher's own target,
+# names Table I's rows instead of copying them, so the runs stay the same runs.
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned",
             "seeds", "scale_of", "reason"}
 # A row sized for a 2-core CPU next to the paper's rows (issue 19, e.g. `cpu-cifar10`): `seeds` overrides the
@@ -409,12 +414,70 @@ def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) ->
             raise UsageError(f"{where}: {k} must be a positive integer, got {r[k]!r}")
 
 
-def load_target(path: str) -> Target:
+def _read_yaml(path: str) -> dict:
     try:
         with open(path) as f:
             raw = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise UsageError(f"{path}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{os.path.basename(path)}: a target must be a YAML mapping")
+    return raw
+
+
+def _include_path(name, path: str) -> str:
+    """The included target's file: beside the including one, else among the built-in targets."""
+    w = os.path.basename(path)
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9-]+", name):
+        raise UsageError(f"{w}: include must name a target, e.g. blcl-table1, got {name!r}")
+    for folder in (os.path.dirname(os.path.abspath(path)), TARGET_DIR):
+        cand = os.path.join(folder, f"{name}.yaml")
+        if os.path.isfile(cand):
+            return cand
+    raise UsageError(f"{w}: include {name!r}: no target of that name beside it or in {TARGET_DIR}")
+
+
+def expand_include(raw: dict, path: str, seen: tuple[str, ...] = ()) -> dict:
+    """`raw` with its `include` resolved (see TOP_KEYS); the included target may include another (no cycles)."""
+    if "include" not in raw:
+        return raw
+    w = os.path.basename(path)
+    inc_path = _include_path(raw["include"], path)
+    if os.path.abspath(inc_path) in seen + (os.path.abspath(path),):
+        raise UsageError(f"{w}: include {raw['include']!r} makes a cycle")
+    base = expand_include(_read_yaml(inc_path), inc_path, seen + (os.path.abspath(path),))
+    out = {k: v for k, v in raw.items()}
+    for key in ("variants", "recipes"):
+        own = raw.get(key) or {}
+        if not isinstance(own, dict):
+            raise UsageError(f"{w}: {key} must be a mapping")
+        for name, value in own.items():
+            if name in base.get(key, {}) and base[key][name] != value:
+                raise UsageError(f"{w}: {key}.{name} differs from {raw['include']}'s {key}.{name}: give it another "
+                                 f"name, or drop it here to use {raw['include']}'s")
+        out[key] = {**base.get(key, {}), **own}
+    for key in ("seeds", "budgets"):
+        out.setdefault(key, base.get(key))
+    rows = raw.get("rows")
+    if not isinstance(rows, list):
+        raise UsageError(f"{w}: rows must be a list")
+    by_id = {r.get("id"): r for r in base.get("rows", []) if isinstance(r, dict)}
+    out["rows"] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, dict) and "use" in row:
+            if row["use"] not in by_id:
+                raise UsageError(f"{w}: rows[{i}]: use {row['use']!r} is not a row of {raw['include']}; rows: "
+                                 f"{', '.join(map(str, by_id))}")
+            row = {**by_id[row["use"]], **{k: v for k, v in row.items() if k != "use"}}
+            row = {k: v for k, v in row.items() if v is not None}  # `key: null` here drops the included row's key
+        out["rows"].append(row)
+    return out
+
+
+def load_target(path: str) -> Target:
+    raw = expand_include(_read_yaml(path), path)
     validate(raw, path)
     return Target(raw, path)
 
