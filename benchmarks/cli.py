@@ -129,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
                         "folder (per-run locks: each run trains once), cores/N torch threads each; 2 on a 2-core "
                         "CPU, about 3 on one GPU for small networks (default 1; README: Speed)")
     p.add_argument("--targets", default=TARGET_DIR, help="folder of target YAML files (default: benchmarks/targets)")
+    p.add_argument("--plugin", action="append", default=None, metavar="PATH_OR_MODULE",
+                   help="import a file or module that registers methods of your own (repeatable; also "
+                        "$CLREPRO_PLUGINS, separated by the OS path separator; README: Benchmark your own method)")
     return p
 
 
@@ -269,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     args.target = args.target or DEFAULT_TARGET
     data_root = args.data or default_data_root()
     try:
+        if args.plugin or os.environ.get("CLREPRO_PLUGINS"):
+            from .plugins import load_plugins
+
+            load_plugins(args.plugin)
         targets = load_targets(args.targets)
         if args.target == "list":
             cmd_list(targets, data_root, args.results)

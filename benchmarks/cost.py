@@ -163,7 +163,10 @@ def trainable_networks(method: str) -> int:
         cls = method_class(method)
         return len(cls.roles) - len(cls.frozen)
 
-    return int(_ROLES_CACHE.get(f"{_source_digest('methods')}|{method}", count))
+    from .plugins import LOADED  # a plugin's method: keyed by the plugin files too
+
+    plugins = ",".join(sorted(str(v.get("sha256")) for v in LOADED.values()))
+    return int(_ROLES_CACHE.get(f"{_source_digest('methods')}|{plugins}|{method}", count))
 
 
 def plan_hours(plan) -> float:

@@ -10,6 +10,8 @@ import sys
 import torch
 import torchvision
 
+from .plugins import provenance as plugins
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,4 +43,5 @@ def environment(device: torch.device) -> dict:
         "device_type": device.type,
         "host": socket.gethostname(),
         "argv": sys.argv[1:],
+        **({"plugins": plugins()} if plugins() else {}),  # methods from outside the repository (benchmarks/plugins.py)
     }

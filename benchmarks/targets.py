@@ -43,11 +43,12 @@ ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alon
 FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau", "split_epoch"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch", "external",
-            "include"}
+            "include", "include_published"}
 # `include: <target>`: that target's variants and recipes are available by name (a local entry of the same name must
 # be identical), its seeds and budgets are the defaults, and a row `{use: <its row id>, ...}` is its row with the
 # keys given here replaced (e.g. `variants`; `key: null` removes one). One place per recipe: a figure target, or a researcher's own target,
-# names Table I's rows instead of copying them, so the runs stay the same runs.
+# names Table I's rows instead of copying them, so the runs stay the same runs. `include_published: true` also
+# shows the included target's published numbers for the rows used (a researcher's target beside the paper's).
 ROW_KEYS = {"id", "label", "model", "dataset", "noise", "recipe", "variants", "val", "pixel_noise", "not_planned",
             "seeds", "scale_of", "reason"}
 # A row sized for a 2-core CPU next to the paper's rows (issue 19, e.g. `cpu-cifar10`): `seeds` overrides the
@@ -228,7 +229,10 @@ def _validate(raw: dict, path: str) -> None:
         try:
             _method_spec(v)
         except (KeyError, ValueError, TypeError) as e:
-            raise UsageError(f"{w}: variants.{name}: {e.args[0] if e.args else e}") from None
+            msg = e.args[0] if e.args else e
+            if isinstance(e, KeyError) and str(msg).startswith("unknown method"):
+                msg = f"{msg} (a method of your own: load its file with --plugin; README: Benchmark your own method)"
+            raise UsageError(f"{w}: variants.{name}: {msg}") from None
         _validate_roles(f"{w}: variants.{name}", v, raw)
     for name, r in raw["recipes"].items():
         _check_recipe(f"{w}: recipes.{name}", r, RECIPE_KEYS, {"epochs", "batch_size", "optimizer", "schedule"})
@@ -473,6 +477,13 @@ def expand_include(raw: dict, path: str, seen: tuple[str, ...] = ()) -> dict:
             row = {**by_id[row["use"]], **{k: v for k, v in row.items() if k != "use"}}
             row = {k: v for k, v in row.items() if v is not None}  # `key: null` here drops the included row's key
         out["rows"].append(row)
+    if raw.get("include_published"):
+        used = {r.get("id") for r in out["rows"] if isinstance(r, dict)}
+        names = set(out["variants"]) | {v.get("compare_as", k) for k, v in out["variants"].items()
+                                        if isinstance(v, dict)}
+        out["published"] = list(raw.get("published") or []) + [
+            p for p in base.get("published") or [] if p.get("row") in used and p.get("variant") in names]
+    out.pop("include_published", None)
     return out
 
 
