@@ -7,11 +7,10 @@ import re
 import statistics
 import sys
 
-from data import dataset_present
-
 from .errors import UsageError
 from .launchers.jobs import INTERRUPTED, run_jobs, this_job
-from .targets import BUDGETS, TARGET_DIR, load_targets, resolve, snapshot_epochs
+from .catalog import load_targets, present as dataset_present  # torch-free when cached (benchmarks/catalog.py)
+from .targets import BUDGETS, TARGET_DIR, resolve, snapshot_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TARGET = "blcl-table5"
@@ -141,7 +140,7 @@ def report_path(args) -> str:
 
 def cmd_list(targets, data_root: str, results: str = "results") -> None:
     from .cost import ASSUMPTION, CpuRates, plans_hours
-    from .runner import teacher_plans
+    from .targets import teacher_plans
 
     rates = CpuRates.measure(results)
 
@@ -195,7 +194,7 @@ def figure_feeds(targets) -> dict[str, list[str]]:
 
 def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
     from .cost import ASSUMPTION, plan_hours
-    from .runner import teacher_plans
+    from .targets import teacher_plans
     from .store import index_results, is_finished
 
     done = index_results(results)
@@ -234,7 +233,7 @@ def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
 def load_needed(plans, data_root: str, download: bool) -> dict:
     """Load every dataset the runs to do need, before anything is written: a dataset that is missing (downloads
     off) or fails to load is a usage error naming the dataset and the folder, not a string of failed runs."""
-    from data import load_dataset
+    from data import dataset_present, load_dataset
 
     cache = {}
     for name in sorted({p.spec["data"]["dataset"] for p in plans}):

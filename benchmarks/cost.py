@@ -79,16 +79,20 @@ class _DiskCache:
     def get(self, key: str, compute):
         data = self._load()
         if key not in data:
-            data[key] = compute()
-            try:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                tmp = f"{self.path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(data, f)
-                os.replace(tmp, self.path)
-            except OSError:
-                pass  # a read-only cache only costs speed
+            self.put(key, compute())
         return data[key]
+
+    def put(self, key: str, value) -> None:
+        data = self._load()
+        data[key] = value
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only cache only costs speed
 
 
 _FLOPS_CACHE = _DiskCache("flops.json")
@@ -176,7 +180,7 @@ def plan_hours(plan) -> float:
 
 def plans_hours(plans) -> float:
     """GPU-hours of a set of runs plus each distinct teacher run they restore from (trained once)."""
-    from .runner import teacher_plans
+    from .targets import teacher_plans
 
     teachers = {t.run_id: t for p in plans for t in teacher_plans(p).values()}
     return sum(map(plan_hours, plans)) + sum(map(plan_hours, teachers.values()))

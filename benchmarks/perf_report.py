@@ -22,7 +22,8 @@ def _load(results_dir: str) -> tuple[list[tuple[str, dict]], list[tuple[str, str
         except (OSError, ValueError) as e:
             bad.append((p, f"unreadable: {e}"))
             continue
-        if isinstance(rec, dict) and "device_class" in rec and ("workloads" in rec or "cells" in rec):
+        if isinstance(rec, dict) and ("device_class" in rec and ("workloads" in rec or "cells" in rec)
+                                      or rec.get("kind") == "cli-startup"):
             good.append((p, rec))
     return good, bad
 
@@ -151,6 +152,19 @@ def _packcheck_section(path: str, rec: dict) -> list[str]:
     return out + [""]
 
 
+def _cli_section(path: str, rec: dict) -> list[str]:
+    """The command line's start-up (`./reproduce.sh bench cli`, benchmarks/cli_bench.py)."""
+    out = [f"### Command-line start-up: {rec['device']}, Python {rec['python']}, {rec['date']}", "",
+           f"Each command a fresh process; cold = empty cache, warm = median of {rec['repeats']} calls; load "
+           f"average {rec['load_average']['start'][0]:.2f} at the start. Target: under "
+           f"{next(iter(rec['commands'].values()))['threshold_s']:g} s warm.", "",
+           "| Command | Cold (s) | Warm median (s) | Result |", "|---|---|---|---|"]
+    for name, c in rec["commands"].items():
+        out.append(f"| `{' '.join(c['argv'])}` | {c['cold_s']:.2f} | {c['warm_median_s']:.2f} | "
+                   f"{'pass' if c['pass'] else 'FAIL'} |")
+    return out + [""]
+
+
 def performance_section(results_dir: str) -> str:
     """Markdown for REPORT.md: one block per benchmark JSON (device, torch, date, size; the s/epoch, images/s and
     ratios of every workload and path; issue 11's targets with measured value and pass/fail)."""
@@ -163,7 +177,10 @@ def performance_section(results_dir: str) -> str:
     if not good:
         out += ["No benchmark run yet (`./reproduce.sh bench` writes `results/bench/<cpu|cuda>.json`).", ""]
     for path, rec in good:
-        out += _device_section(path, rec) if "workloads" in rec else _packcheck_section(path, rec)
+        if rec.get("kind") == "cli-startup":
+            out += _cli_section(path, rec)
+        else:
+            out += _device_section(path, rec) if "workloads" in rec else _packcheck_section(path, rec)
     for path, why in bad:
         out += [f"- `{os.path.basename(path)}` skipped: {why}", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -37,12 +37,12 @@ def gain_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, floa
     same seeds (same initial weights, batch order and labels per seed), else Welch. None with < 2 runs a side."""
     if len(a) < 2 or len(b) < 2:
         return None
-    from scipy import stats
+    from scipy.special import stdtrit  # the t quantile (scipy.stats.t.ppf's own routine; a lighter import)
 
     if set(a) == set(b):
         d = [a[k] - b[k] for k in sorted(a)]
         gain, sd, n = _stats(d)
-        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        half = float(stdtrit(n - 1, 0.975)) * sd / math.sqrt(n)
         return gain, gain - half, gain + half, "paired"
     ma, sa, na = _stats(list(a.values()))
     mb, sb, nb = _stats(list(b.values()))
@@ -52,7 +52,7 @@ def gain_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, floa
     if se == 0:
         return gain, gain, gain, "Welch"
     df = (va + vb) ** 2 / ((va**2 / (na - 1) if va else 0) + (vb**2 / (nb - 1) if vb else 0))
-    half = stats.t.ppf(0.975, df) * se
+    half = float(stdtrit(df, 0.975)) * se
     return gain, gain - half, gain + half, "Welch"
 
 
@@ -140,6 +140,40 @@ def glance_word(verdict_text: str) -> str:
     return next(w for prefix, w in GLANCE.items() if verdict_text.startswith(prefix))
 
 
+# figures that read files beside the JSONs (per-sample loss snapshots, embeddings): always redrawn
+READS_FILES = {"loss_embedding", "loss_groups"}
+
+
+def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, results) -> str | None:
+    """`figures.draw`, skipped when the PNG exists and was drawn from the same inputs: the figure's kind, spec,
+    target, budget, labels and devices, every record it reads (their full JSON) and the sources of the drawing and
+    of what analytic figures compute (benchmarks/figures.py, engine/, methods/). matplotlib and seaborn are then
+    not even imported, so `report` with nothing new takes well under a second of figure work."""
+    import hashlib
+    import json
+
+    from .cost import _DiskCache, _source_digest
+
+    path = os.path.join(out_dir, f"{budget}-{kind}.png")
+    h = hashlib.sha256()
+    h.update(json.dumps([kind, spec, t.name, t.raw, budget, labels, devices], sort_keys=True, default=str).encode())
+    for cell, recs in sorted(by_cell.items(), key=lambda kv: json.dumps(kv[0], default=str)):
+        h.update(json.dumps([cell, recs], sort_keys=True, default=str).encode())
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures.py"), "rb") as f:
+        h.update(f.read())
+    h.update((_source_digest("engine") + _source_digest("methods")).encode())
+    key = h.hexdigest()
+    cache = _DiskCache("figures.json")
+    if kind not in READS_FILES and os.path.isfile(path) and cache._load().get(os.path.abspath(path)) == key:
+        return path
+    from .figures import draw
+
+    rel = draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=spec, results=results)
+    if rel:
+        cache.put(os.path.abspath(rel), key)
+    return rel
+
+
 def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str,
                   glance: list[dict] | None = None) -> str:
     """The target's section; each claim's verdict per budget is also appended to `glance` (the summary)."""
@@ -191,7 +225,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             out += ["*Not the paper's setting: these numbers say that the pipeline runs, not whether the paper "
                     "reproduces; no verdicts at this budget.*", ""]
         elif budget != "full":
-            full_epochs = sorted({p.spec["recipe"]["epochs"] for p in t.plans("full", seeds=[0])})
+            full_epochs = sorted({p.spec["recipe"]["epochs"] for p in t.plans("full")})
             out += [f"*Not the paper's setting: {', '.join(map(str, epochs))} epochs instead of "
                     f"{', '.join(map(str, full_epochs))}" + (f" ({reason})" if reason else "") + ". "
                     "'Published' is the paper's full-budget number, shown for scale, not as the same setting; the "
@@ -287,10 +321,8 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             kind = figure_kind(fig)
             rel = None
             if recs_all or kind in ANALYTIC_FIGURES:
-                from .figures import draw
-
-                rel = draw(kind, t, budget, by_cell, labels, os.path.join(results, FIG_DIR, t.name), devices,
-                           spec=fig if isinstance(fig, dict) else {}, results=results)
+                rel = draw_cached(kind, t, budget, by_cell, labels, os.path.join(results, FIG_DIR, t.name), devices,
+                                  spec=fig if isinstance(fig, dict) else {}, results=results)
             if rel:
                 out += [f"![{kind} ({budget})]({os.path.relpath(rel, report_dir)})", ""]
             else:
@@ -347,7 +379,7 @@ def published_consistency(targets: dict[str, Target]) -> list[str]:
     equal (a reused result, e.g. Table VI's ERM-CE is Table I's) or different (an internal inconsistency)."""
     by_cell: dict[str, list[tuple[str, dict]]] = {}
     for t in targets.values():
-        plans = t.plans("full", seeds=[0])
+        plans = [p for p in t.plans("full") if p.spec["seed"] == t.raw["seeds"][0]] or t.plans("full")
         for p in t.raw.get("published", []):
             rate = float(p.get("rate", 0.0))
             match = [q for q in plans if q.row == p["row"] and q.variant == p["variant"]

@@ -38,7 +38,7 @@ from engine.trainer import group_key, pack_decline_reason, train_group
 from .provenance import environment
 from .store import (archive, checkpoint_path, embedding_path, file_sha256, index_results, is_finished, read_json,
                     read_record, save_embedding, save_snapshots, write_atomic)
-from .targets import Plan
+from .targets import Plan, teacher_plans  # noqa: F401  (teacher_plans: re-exported)
 
 SCHEMA_VERSION = 1
 
@@ -65,10 +65,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def teacher_plans(plan: Plan) -> dict[str, Plan]:
-    """role -> the plan of the run whose checkpoint the role is restored from."""
-    return {role: Plan(plan.target, plan.row, role, role, block["from_run"])
-            for role, block in plan.spec.get("roles", {}).items() if "from_run" in block}
 
 
 def valid_checkpoint(results: str, rid: str) -> str | None:

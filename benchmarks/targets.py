@@ -14,11 +14,6 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from data import NOISE_KINDS, dataset_kind, list_datasets
-from engine import AUGMENTS, check_optimizer, check_schedule
-from methods import config_dict, make_config
-from models import list_models, model_entry
-
 from .errors import UsageError
 from .spec import flat, run_id, versioned
 
@@ -89,6 +84,7 @@ class Plan:
 class Target:
     raw: dict
     path: str
+    cached: dict | None = field(default=None, repr=False, compare=False)  # budget -> default-seed plans (catalog)
 
     @property
     def name(self) -> str:
@@ -107,6 +103,8 @@ class Target:
     def plans(self, budget: str = "full", seeds: list[int] | None = None) -> list[Plan]:
         if budget not in self.raw["budgets"]:
             raise UsageError(f"target {self.name!r} has no budget {budget!r}; allowed: {sorted(self.raw['budgets'])}")
+        if seeds is None and self.cached is not None and budget in self.cached:
+            return list(self.cached[budget])
         over = self.raw["budgets"][budget] or {}
         explicit = None if seeds is None else list(seeds)
         out = []
@@ -157,14 +155,22 @@ class Target:
         return out
 
 
+def teacher_plans(plan: Plan) -> dict[str, Plan]:
+    """role -> the plan of the run whose checkpoint the role is restored from."""
+    return {role: Plan(plan.target, plan.row, role, role, block["from_run"])
+            for role, block in plan.spec.get("roles", {}).items() if "from_run" in block}
+
+
 def _method_spec(variant: dict) -> dict:
     """The method's name plus every hyper-parameter with its default filled in."""
+    from methods import config_dict, make_config  # torch: only when specs are built, not from the catalog
     params = {k: x for k, x in variant.items() if k not in VARIANT_RESERVED}
     return {"name": variant["method"], **config_dict(make_config(variant["method"], params))}
 
 
 def _model_spec(model: dict) -> dict:
     """The model's name plus every option with its default filled in, so defaults are part of the run id."""
+    from models import model_entry
     entry = model_entry(model["name"])
     sig = inspect.signature(entry.fn)
     full = {p: sig.parameters[p].default for p in entry.options()}
@@ -209,6 +215,8 @@ def _dry_build(where: str, model: dict, kind: str) -> None:
 
 
 def _validate(raw: dict, path: str) -> None:
+    from data import NOISE_KINDS, dataset_kind, list_datasets  # torch: only when a target is validated
+    from models import model_entry
     w = os.path.basename(path)
     _keys(w, raw, TOP_KEYS, {"name", "paper", "artifact", "title", "seeds", "variants", "recipes", "rows", "budgets"})
     for key, typ in (("variants", dict), ("recipes", dict), ("budgets", dict), ("rows", list), ("seeds", list),
@@ -350,6 +358,7 @@ def _validate(raw: dict, path: str) -> None:
 
 def _validate_roles(where: str, variant: dict, raw: dict) -> None:
     from methods import method_class
+    from models import model_entry
 
     roles = variant.get("roles") or {}
     frozen = set(method_class(variant["method"]).frozen)
@@ -387,6 +396,8 @@ def figure_kind(f) -> str:
 
 
 def _check_recipe(where: str, r: dict, allowed: set[str], required: set[str]) -> None:
+    from engine import AUGMENTS, check_optimizer, check_schedule
+
     _keys(where, r, allowed, required)
     try:
         if "optimizer" in r:

@@ -48,12 +48,15 @@ def test_plugin_from_the_environment(tmp_path, cli, data_root, monkeypatch):  # 
 
 
 def test_the_target_without_its_plugin_says_how(tmp_path, cli, data_root):  # noqa: F811
+    import benchmarks.plugins as plugins
     import methods.registry as reg
 
-    saved = reg._METHODS.pop("focal", None)  # as in a fresh process
+    saved, loaded = reg._METHODS.pop("focal", None), dict(plugins.LOADED)  # as in a fresh process
+    plugins.LOADED.clear()
     try:
         r = cli("ext-focal-mnist", "--targets", TARGETS, "--budget", "smoke", *_args(tmp_path), data=data_root)
     finally:
+        plugins.LOADED.update(loaded)
         if saved is not None:
             reg._METHODS["focal"] = saved
     assert r.returncode == 2 and "unknown method 'focal'" in r.stderr and "--plugin" in r.stderr
