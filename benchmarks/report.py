@@ -164,13 +164,15 @@ def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, result
     h.update((_source_digest("engine") + _source_digest("methods")).encode())
     key = h.hexdigest()
     cache = _DiskCache("figures.json")
-    if kind not in READS_FILES and os.path.isfile(path) and cache._load().get(os.path.abspath(path)) == key:
+    seen = cache._load().get(os.path.abspath(path))
+    if kind not in READS_FILES and seen == key and os.path.isfile(path):
         return path
+    if kind not in READS_FILES and seen == f"{key}:nothing":  # the same inputs drew nothing last time
+        return None
     from .figures import draw
 
     rel = draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=spec, results=results)
-    if rel:
-        cache.put(os.path.abspath(rel), key)
+    cache.put(os.path.abspath(path), key if rel else f"{key}:nothing")
     return rel
 
 
