@@ -75,12 +75,24 @@ def verdict(published_gain: float | None, interval, n_a: int, n_b: int) -> str:
     return "not significant: gain indistinguishable from zero" + size
 
 
-def _accs(recs: list[dict]) -> list[float]:
-    return [r["final_test_acc"] for r in recs if r["status"] == "ok"]
+def measured(rec: dict, last_k: int | None = None) -> float | None:
+    """A run's measured accuracy: its last epoch's test accuracy, or with the target's `measure: {last_k: k}` the
+    mean test accuracy of its last k epochs (a constant learning rate under label noise moves the last epoch's by
+    points from one epoch to the next; the mean of k does not depend on which epoch happens to be last)."""
+    if not last_k:
+        return rec["final_test_acc"]
+    tail = [h["test_acc"] for h in rec["history"][-last_k:]]
+    return sum(tail) / len(tail) if tail and None not in tail else None
 
 
-def _by_seed(recs: list[dict]) -> dict[int, float]:
-    return {r["spec"]["seed"]: r["final_test_acc"] for r in recs if r["status"] == "ok"}
+def _accs(recs: list[dict], last_k: int | None = None) -> list[float]:
+    vals = [measured(r, last_k) for r in recs if r["status"] == "ok"]
+    return [v for v in vals if v is not None]
+
+
+def _by_seed(recs: list[dict], last_k: int | None = None) -> dict[int, float]:
+    out = {r["spec"]["seed"]: measured(r, last_k) for r in recs if r["status"] == "ok"}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _devices(recs: list[dict]) -> list[str]:
@@ -116,7 +128,7 @@ def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs:
     for e in ext:
         recs = next((rs for (row, v, _, rate), rs in by_cell.items() if row == e["row"] and v == e["variant"]
                      and rate == 0.0), [])
-        accs = _accs(recs)
+        accs = _accs(recs, (raw.get("measure") or {}).get("last_k"))
         diff, check = "—", "not run"
         if accs:
             d = _stats(accs)[0] - e["value"]
@@ -191,6 +203,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         return published.get((row, variant, float(rate)))
 
     labels = {r["id"]: r.get("label", r["id"]) for r in raw["rows"]}
+    last_k = (raw.get("measure") or {}).get("last_k")
     scale_of = {r["id"]: r["scale_of"] for r in raw["rows"] if r.get("scale_of")}
 
     def pub_for(row: str, variant: str, rate: float):
@@ -216,8 +229,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
         full_text = " (the study's full setting)" if raw["paper"] == "ext" else " (the paper's settings)"
         out += [f"### Budget `{budget}`" + (full_text if budget == "full" else ""), "",
                 f"Seeds run: {', '.join(map(str, seeds)) or 'none'}; device: {'; '.join(devices) or 'n/a'}; "
-                f"epochs: {', '.join(map(str, epochs))}. Measured is the test accuracy (%) after the last epoch; "
-                f"the best epoch's is shown for reference only (chosen on the test set, so optimistic).",
+                f"epochs: {', '.join(map(str, epochs))}. "
+                + (f"Measured is each run's mean test accuracy (%) over its last {last_k} epochs (the target's "
+                   f"`measure`: its learning rate is constant, so the last epoch alone jumps from epoch to epoch); "
+                   if last_k else "Measured is the test accuracy (%) after the last epoch; ")
+                + "the best epoch's is shown for reference only (chosen on the test set, so optimistic).",
                 ""]
         sources = data_sources(recs_all)
         if sources:
@@ -244,7 +260,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                      + (f" ± {entry['std']:.2f}" if entry.get("std") is not None else "")
                      + (" (alignment uncertain)" if entry.get("uncertain") else "")
                      + (f" (the paper's {labels[scale_of[row]]}; for scale)" if for_scale else ""))
-            accs = _accs(recs)
+            accs = _accs(recs, last_k)
             diff = ("—" if (entry is None or not accs or entry.get("uncertain") or for_scale)
                     else f"{_stats(accs)[0] - entry['value']:+.2f}")
             teacher = [r["extras"].get("teacher_final_test_acc") for r in recs if r["status"] == "ok"]
@@ -304,7 +320,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     # a value whose row alignment the source lost gives no published gain
                     pg = (pm["value"] - pb["value"] if pm and pb and not (pm.get("uncertain") or pb.get("uncertain"))
                           else None)
-                    a, b = _by_seed(recs), _by_seed(base)
+                    a, b = _by_seed(recs, last_k), _by_seed(base, last_k)
                     iv = gain_interval(a, b)
                     meas = "—" if iv is None else f"{iv[0]:+.2f} [{iv[1]:+.2f}, {iv[2]:+.2f}] ({iv[3]})"
                     text = c.get("text", c["method"] + " vs " + c["baseline"]) + (f" (noise {rate:g})" if rate else "")

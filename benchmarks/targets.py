@@ -38,7 +38,9 @@ ANALYTIC_FIGURES = {"lr_schedules", "superloss_surface"}  # drawn from code alon
 FIGURE_KEYS = {"kind", "epochs", "schedules", "lr", "lam", "tau", "split_epoch"}  # a kind, or {kind, epochs: [...], ...}
 TOP_KEYS = {"name", "paper", "artifact", "title", "source", "aggregation", "seeds", "variants", "recipes", "rows",
             "budgets", "published", "claims", "figures", "notes", "published_only", "read_at_epoch", "external",
-            "include", "include_published"}
+            "include", "include_published", "measure"}
+# `measure: {last_k: k}`: a run's measured accuracy is the mean test accuracy of its last k epochs (the report names
+# it); every target whose recipes keep the learning rate constant declares one (tests/test_report.py).
 # `include: <target>`: that target's variants and recipes are available by name (a local entry of the same name must
 # be identical), its seeds and budgets are the defaults, and a row `{use: <its row id>, ...}` is its row with the
 # keys given here replaced (e.g. `variants`; `key: null` removes one). One place per recipe: a figure target, or a researcher's own target,
@@ -223,6 +225,11 @@ def _validate(raw: dict, path: str) -> None:
                      ("published", list), ("claims", list), ("figures", list)):
         if key in raw and not isinstance(raw[key], typ):
             raise UsageError(f"{w}: {key} must be a {'mapping' if typ is dict else 'list'}")
+    if "measure" in raw:
+        _keys(f"{w}: measure", raw["measure"], {"last_k"}, {"last_k"})
+        k = raw["measure"]["last_k"]
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise UsageError(f"{w}: measure.last_k must be a number of epochs >= 1, got {k!r}")
     at = raw.get("read_at_epoch")
     if at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 1):
         raise UsageError(f"{w}: read_at_epoch must be an epoch number >= 1, got {at!r}")

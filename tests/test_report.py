@@ -323,3 +323,27 @@ def test_smoke_budget_gives_no_verdicts(tmp_path):
     text = _section(write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md")),
                     "blcl-table5", "smoke")
     assert "no verdicts at this budget" in text and "| Claim |" not in text
+
+
+def test_every_constant_lr_target_declares_a_measure_over_epochs():
+    for t in TARGETS.values():
+        constant = any(r["schedule"]["name"] == "constant" for r in t.raw["recipes"].values())
+        if constant and any(t.plans("full")):
+            assert (t.raw.get("measure") or {}).get("last_k", 0) >= 2, t.name
+
+
+def test_measure_last_k_is_the_mean_of_the_last_epochs(tmp_path):
+    t = TARGETS["blcl-table5"]
+    assert t.raw["measure"] == {"last_k": 3}
+    for p in t.plans("full"):
+        if p.variant in ("erm", "blcl"):
+            rec = record(p, 70.0)
+            base = 70.0 if p.variant == "erm" else 72.0
+            rec["history"] = [dict(rec["history"][0], epoch=e + 1, test_acc=base + e + p.spec["seed"])
+                              for e in range(10)]  # last three epochs: base + 7..9 + seed
+            rec["final_test_acc"] = rec["history"][-1]["test_acc"]
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{p.run_id}.json"), rec)
+    text = write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
+    assert "mean test accuracy (%) over its last 3 epochs" in text
+    assert "| WordCNN | erm | 69.50 | 79.00 ± 1.00 (n=3) | +9.50 |" in text  # mean of 77..79 + seed: 78 + 1
+    assert "+2.00 [+2.00, +2.00] (paired)" in text
