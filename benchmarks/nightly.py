@@ -32,7 +32,7 @@ import sys
 
 import yaml
 
-from .cli import ROOT, _int_at_least, default_data_root, load_needed
+from .common import ROOT, _int_at_least, default_data_root, load_needed
 from .errors import UsageError
 from .launchers.jobs import INTERRUPTED, run_jobs, this_job
 from .report import _by_seed, _stats, gain_interval, verdict

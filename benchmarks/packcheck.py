@@ -33,7 +33,7 @@ DEFAULT_OUT = os.path.join(ROOT, "results", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import _regex, _seeds
+    from .common import _regex, _seeds
 
     p = argparse.ArgumentParser(prog="reproduce.sh packcheck", description=__doc__.splitlines()[0])
     p.add_argument("target", help="a target, e.g. blcl-table4")
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         if args.pack < 2:
             raise UsageError(f"--pack {args.pack}: must be >= 2 (the packed side)")
         from .bench import device_record
-        from .cli import default_data_root, load_needed
+        from .common import default_data_root, load_needed
         from .runner import resolve_device, run_plans
         from .targets import load_targets, resolve
 
