@@ -6,11 +6,11 @@ import os
 import statistics
 import sys
 
-from .common import ROOT, _int_at_least, _positive, _regex, _seeds, default_data_root, load_needed  # noqa: F401
-from .errors import UsageError
-from .launchers.jobs import INTERRUPTED, run_jobs, this_job
-from .catalog import load_targets, present as dataset_present  # torch-free when cached (benchmarks/catalog.py)
-from .targets import BUDGETS, TARGET_DIR, resolve, snapshot_epochs
+from benchmarks.common import ROOT, _int_at_least, _positive, _regex, _seeds, default_data_root, load_needed  # noqa: F401
+from benchmarks.errors import UsageError
+from benchmarks.run.launchers.jobs import INTERRUPTED, run_jobs, this_job
+from benchmarks.targets.catalog import load_targets, present as dataset_present  # torch-free when cached (benchmarks/targets/catalog.py)
+from benchmarks.targets.loader import BUDGETS, TARGET_DIR, resolve, snapshot_epochs
 
 DEFAULT_TARGET = "blcl-table5"
 DEFAULT_BUDGET = "reduced"  # with no target named: a real run short enough for a CPU (8.5 min on 2 cores)
@@ -91,8 +91,8 @@ def report_path(args) -> str:
 
 
 def cmd_list(targets, data_root: str, results: str = "results") -> None:
-    from .cost import ASSUMPTION, CpuRates, plans_hours
-    from .targets import teacher_plans
+    from benchmarks.perf.cost import ASSUMPTION, CpuRates, plans_hours
+    from benchmarks.targets.loader import teacher_plans
 
     rates = CpuRates.measure(results)
 
@@ -117,7 +117,7 @@ def cmd_list(targets, data_root: str, results: str = "results") -> None:
     print(f"runs, GPU-hours and CPU-hours at the full budget with the target's seeds (teacher runs counted once "
           f"each; runs shared by several targets are counted in each). GPU-hours: {ASSUMPTION}. CPU-hours: this "
           f"machine's 2 threads at the training speed measured in this suite's own CPU runs and bench "
-          f"(benchmarks/cost.py: CpuRates).")
+          f"(benchmarks/perf/cost.py: CpuRates).")
     print()
     print("Rows and budgets sized for a CPU:")
     print(f"{'target':<22} {'what':<30} {'runs':>5} {'CPU-h':>8}  speed")
@@ -131,7 +131,7 @@ def cmd_list(targets, data_root: str, results: str = "results") -> None:
 
 def figure_feeds(targets) -> dict[str, list[str]]:
     """run id -> the figure targets (and kinds) whose figures read that run."""
-    from .targets import figure_kind
+    from benchmarks.targets.loader import figure_kind
 
     out: dict[str, list[str]] = {}
     for t in targets.values():
@@ -145,9 +145,9 @@ def figure_feeds(targets) -> dict[str, list[str]]:
 
 
 def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
-    from .cost import ASSUMPTION, plan_hours
-    from .targets import teacher_plans
-    from .store import index_results, is_finished
+    from benchmarks.perf.cost import ASSUMPTION, plan_hours
+    from benchmarks.targets.loader import teacher_plans
+    from benchmarks.run.store import index_results, is_finished
 
     done = index_results(results)
     feeds = figure_feeds(targets)
@@ -184,16 +184,16 @@ def cmd_dry_run(plans, results: str, targets, data_root: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["nightly"]:  # suites checked against baselines: benchmarks/nightly.py
-        from .nightly import main as nightly_main
+    if argv[:1] == ["nightly"]:  # suites checked against baselines: benchmarks/nightly/suite.py
+        from benchmarks.nightly.suite import main as nightly_main
 
         return nightly_main(argv[1:])
-    if argv[:1] == ["bench"]:  # engine speed against the hand-written anchor loop: benchmarks/bench.py
-        from .bench import main as bench_main
+    if argv[:1] == ["bench"]:  # engine speed against the hand-written anchor loop: benchmarks/perf/bench.py
+        from benchmarks.perf.bench import main as bench_main
 
         return bench_main(argv[1:])
-    if argv[:1] == ["packcheck"]:  # packed vs unpacked final accuracies: benchmarks/packcheck.py
-        from .packcheck import main as packcheck_main
+    if argv[:1] == ["packcheck"]:  # packed vs unpacked final accuracies: benchmarks/perf/packcheck.py
+        from benchmarks.perf.packcheck import main as packcheck_main
 
         return packcheck_main(argv[1:])
     args = parser().parse_args(argv)
@@ -206,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     data_root = args.data or default_data_root()
     try:
         if args.plugin or os.environ.get("CLREPRO_PLUGINS"):
-            from .plugins import load_plugins
+            from benchmarks.plugins import load_plugins
 
             load_plugins(args.plugin)
         targets = load_targets(args.targets)
         if args.target == "list":
             cmd_list(targets, data_root, args.results)
             return 0
-        from .report import write_report
+        from benchmarks.report.markdown import write_report
 
         if args.target == "report":
             write_report(targets, args.results, report_path(args))
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             cmd_dry_run(plans, args.results, targets, data_root)
             return 0
-        from .runner import resolve_device, run_plans, todo_plans
+        from benchmarks.run.runner import resolve_device, run_plans, todo_plans
 
         if args.launcher == "ray":
             return _run_on_ray(args, plans, targets, data_root)
@@ -272,15 +272,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_on_ray(args, plans, targets, data_root: str) -> int:
-    """--launcher ray: the same matrix as Ray tasks (benchmarks.launchers.ray_launcher), then the report."""
-    from .report import write_report
-    from .runner import todo_plans
+    """--launcher ray: the same matrix as Ray tasks (benchmarks.run.launchers.ray_launcher), then the report."""
+    from benchmarks.report.markdown import write_report
+    from benchmarks.run.runner import todo_plans
 
     try:
         import ray  # noqa: F401  (only this launcher needs it)
     except ImportError:
         raise UsageError("--launcher ray needs Ray: pip install -r requirements.txt (it pins ray)") from None
-    from .launchers.ray_launcher import run_plans_ray
+    from benchmarks.run.launchers.ray_launcher import run_plans_ray
 
     # a local instance reads this machine's data: check it before anything is written; on a cluster the workers
     # read their own $CLREPRO_DATA and a missing dataset is recorded as failed runs

@@ -6,7 +6,7 @@ import argparse
 import os
 import re
 
-from .errors import UsageError
+from benchmarks.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from .errors import UsageError
+from benchmarks.errors import UsageError
 
 ENV = "CLREPRO_PLUGINS"
 LOADED: dict[str, dict] = {}  # absolute path or module name -> {"plugin", "file", "sha256", "methods"}

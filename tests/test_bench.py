@@ -10,8 +10,8 @@ import torch
 import torchvision
 from fixtures_data import write_cifar_webp
 
-from benchmarks import bench
-from benchmarks.perf_report import performance_section
+from benchmarks.perf import bench
+from benchmarks.report.performance import performance_section
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_cifar10_workload(tiny):
         assert math.isclose(p["images_per_s"], p["images"] / p["epoch_s"])
         assert 0 <= p["test_acc"] <= 100
     a = w["paths"]["anchor"]
-    assert a["workers"] == 2 and "benchmarks/anchors/cifar10_loop.py" in a["command"] and "--subset 256" in a["command"]
+    assert a["workers"] == 2 and "benchmarks/perf/anchors/cifar10_loop.py" in a["command"] and "--subset 256" in a["command"]
     assert w["paths"]["engine"].get("options") is None  # the bench's own options (res["engine_options"])
     assert w["paths"]["engine-eager-nchw"]["options"] == {"amp": "none", "channels_last": False, "compile": False,
                                                           "fused": False}
@@ -127,7 +127,7 @@ def test_cifar10_missing_is_skipped(tmp_path):
 
 def test_torchvision_cifar10_copy(tmp_path):
     """The anchor's files: the decoded arrays in torchvision's layout, read back unchanged by torchvision's CIFAR10
-    (MD5 check skipped, as benchmarks/anchors/cifar10_loop.py does) and, with encoding="bytes", as b"data"."""
+    (MD5 check skipped, as benchmarks/perf/anchors/cifar10_loop.py does) and, with encoding="bytes", as b"data"."""
     from data import Splits
 
     g = torch.Generator().manual_seed(0)

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import ROOT
 from benchmarks.cli import main
-from benchmarks.report import published_consistency
-from benchmarks.schema import problems
-from benchmarks.targets import load_targets, snapshot_epochs
+from benchmarks.report.markdown import published_consistency
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import load_targets, snapshot_epochs
 from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
@@ -58,7 +58,7 @@ def test_published_loss_tables_match_the_issue(name, values):
 def test_every_blcl_artifact_is_a_target_and_table1_is_reachable():
     names = {t for t in TARGETS if t.startswith("blcl-")}
     assert names == {f"blcl-table{i}" for i in range(1, 8)} | {f"blcl-fig{i}" for i in (3, 4, 5, 6, 8, 9, 10, 11)}
-    from benchmarks.targets import resolve
+    from benchmarks.targets.loader import resolve
 
     assert [t.name for t in resolve("table1", TARGETS)] == ["blcl-table1"]
     assert len(resolve("blcl", TARGETS)) == 15

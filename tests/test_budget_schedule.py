@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from benchmarks.targets import load_target, load_targets, scale_schedule
+from benchmarks.targets.loader import load_target, load_targets, scale_schedule
 from engine.optim import lr_curve
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))

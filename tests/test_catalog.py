@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from benchmarks import catalog
+from benchmarks.targets import catalog
 from benchmarks.errors import UsageError
-from benchmarks.targets import load_targets as load_full
+from benchmarks.targets.loader import load_targets as load_full
 
 TDIR = os.path.join(ROOT, "benchmarks", "targets")
 
@@ -93,9 +93,9 @@ def test_cached_presence_sees_files_appear_and_go(tmp_path, monkeypatch):
 
 
 def test_figures_are_redrawn_only_when_their_inputs_change(tmp_path, monkeypatch):
-    from benchmarks import figures
-    from benchmarks.report import write_report
-    from benchmarks.runner import write_atomic
+    from benchmarks.report import figures
+    from benchmarks.report.markdown import write_report
+    from benchmarks.run.runner import write_atomic
     from tests.test_report import record
 
     monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path / "cache"))

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT
 from benchmarks.cli import main
-from benchmarks.schema import problems
+from benchmarks.run.schema import problems
 
 TARGETS = os.path.join(ROOT, "benchmarks", "targets")
 

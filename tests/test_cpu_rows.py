@@ -1,5 +1,5 @@
 """Rows sized for a 2-core CPU (issue 19): row-level seeds / scale_of / reason in the target YAMLs, the report's
-"for scale" cells, and the CPU-hours estimate from measured speed (benchmarks/cost.py) with its FLOP cache."""
+"for scale" cells, and the CPU-hours estimate from measured speed (benchmarks/perf/cost.py) with its FLOP cache."""
 import json
 import math
 import os
@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from benchmarks import cost
+from benchmarks.perf import cost
 from benchmarks.errors import UsageError
-from benchmarks.report import write_report
-from benchmarks.runner import teacher_plans, write_atomic
-from benchmarks.targets import load_targets
+from benchmarks.report.markdown import write_report
+from benchmarks.run.runner import teacher_plans, write_atomic
+from benchmarks.targets.loader import load_targets
 from tests.test_report import record
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from benchmarks.schema import problems
-from benchmarks.targets import load_targets
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import load_targets
 from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))

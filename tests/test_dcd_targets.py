@@ -8,9 +8,9 @@ import os
 import pytest
 
 from conftest import ROOT
-from benchmarks.runner import teacher_plans
-from benchmarks.schema import problems
-from benchmarks.targets import load_targets
+from benchmarks.run.runner import teacher_plans
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import load_targets
 from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))

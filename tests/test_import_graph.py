@@ -1,6 +1,6 @@
 """The architecture as an import graph (issue 20): data/ and models/ import nothing of the rest, methods/ nothing
 above models/, engine/ nothing of benchmarks/; inside benchmarks/ no module imports the command line, and there is
-no cycle anywhere (lazy imports inside functions count too)."""
+no cycle anywhere (lazy imports inside functions count too); the folders of benchmarks/ are layers (LAYERS)."""
 import ast
 import os
 
@@ -50,6 +50,20 @@ def _graph() -> dict[str, set[str]]:
 def test_packages_point_one_way():
     bad = [(m, t) for m, ts in _graph().items() for t in ts
            if t.split(".")[0] != m.split(".")[0] and t.split(".")[0] not in ALLOWED[m.split(".")[0]]]
+    assert bad == []
+
+
+# benchmarks/ by concern, lowest first: a module may import only from its own folder or one listed before it
+LAYERS = ["errors", "cache", "plugins", "common", "targets", "run", "report", "perf", "nightly", "cli", "__main__"]
+
+
+def test_benchmarks_folders_point_down():
+    def part(m):
+        return m.split(".")[1] if m.startswith("benchmarks.") else None
+
+    assert {part(m) for m in _graph() if part(m)} <= set(LAYERS)
+    bad = [(m, t) for m, ts in _graph().items() for t in ts
+           if part(m) and part(t) and part(m) != part(t) and LAYERS.index(part(t)) > LAYERS.index(part(m))]
     assert bad == []
 
 

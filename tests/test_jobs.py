@@ -1,4 +1,4 @@
-"""`--jobs N` (benchmarks/launchers/jobs.py): N local drivers share one results folder. Every run of the matrix is
+"""`--jobs N` (benchmarks/run/launchers/jobs.py): N local drivers share one results folder. Every run of the matrix is
 trained by exactly one of them, each child uses cores // N threads and writes no report, a KD teacher is trained
 once while its sibling waits, bad input exits 2 before anything is written, and stopping the parent stops its
 children."""
@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT
 from benchmarks.cli import main
 from benchmarks.errors import UsageError
-from benchmarks.launchers.jobs import child_threads, this_job, without_jobs
-from benchmarks.store import index_results
+from benchmarks.run.launchers.jobs import child_threads, this_job, without_jobs
+from benchmarks.run.store import index_results
 
 
 def test_without_jobs_drops_both_spellings():
@@ -172,7 +172,7 @@ def test_fail_fast_stops_the_siblings(tmp_path, monkeypatch):
     children: job 1 fails at once, job 2 would train for a minute)."""
     import io
 
-    from benchmarks.launchers.jobs import run_jobs
+    from benchmarks.run.launchers.jobs import run_jobs
 
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\nif [ "$CLREPRO_JOB" = 1/2 ]; then echo "run failed"; exit 1; fi\n'

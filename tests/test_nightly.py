@@ -1,4 +1,4 @@
-"""Nightly suites and their tolerance-band check (benchmarks/nightly.py), on synthetic result JSONs in the exact
+"""Nightly suites and their tolerance-band check (benchmarks/nightly/suite.py), on synthetic result JSONs in the exact
 record schema: no training. Band: reference mean +- max(3 x seed std / sqrt(n), floor)."""
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import os
 import pytest
 import yaml
 
-from benchmarks import cli, nightly
-from benchmarks.schema import problems
-from benchmarks.store import write_atomic
+from benchmarks import cli
+from benchmarks.nightly import suite as nightly
+from benchmarks.run.schema import problems
+from benchmarks.run.store import write_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = "ext-noise-fashion"  # a real target with claims; its full budget at noise 0 gives 6 cells x 3 seeds

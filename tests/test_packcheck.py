@@ -6,8 +6,8 @@ import os
 import pytest
 
 from conftest import ROOT
-from benchmarks import packcheck
-from benchmarks.perf_report import performance_section
+from benchmarks.perf import packcheck
+from benchmarks.report.performance import performance_section
 
 
 def test_packcheck_smoke_contract(tmp_path, data_root):

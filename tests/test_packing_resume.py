@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from benchmarks.runner import run_plans
-from benchmarks.targets import load_targets
+from benchmarks.run.runner import run_plans
+from benchmarks.targets.loader import load_targets
 from data import load_dataset
 from engine.options import CPU_COMPILE_MIN_STEPS, EngineOptions
 from engine.packing import PackedNet

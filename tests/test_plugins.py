@@ -9,8 +9,8 @@ import os
 import pytest
 
 from conftest import ROOT
-from benchmarks.schema import problems
-from benchmarks.targets import load_targets
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import load_targets
 from tests.test_cli import _args, _nothing_written, cli  # noqa: F401  (fixture)
 
 PLUGIN = os.path.join(ROOT, "examples", "focal_plugin.py")

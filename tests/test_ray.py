@@ -13,11 +13,11 @@ import torch
 ray = pytest.importorskip("ray")
 
 from conftest import ROOT  # noqa: E402
-from benchmarks.launchers.ray_launcher import GPU_SHARE, gpus_for, init_kwargs, run_plans_ray  # noqa: E402
-from benchmarks.runner import acquire, run_plans, teacher_plans  # noqa: E402
-from benchmarks.schema import problems  # noqa: E402
-from benchmarks.store import checkpoint_path, index_results  # noqa: E402
-from benchmarks.targets import load_targets  # noqa: E402
+from benchmarks.run.launchers.ray_launcher import GPU_SHARE, gpus_for, init_kwargs, run_plans_ray  # noqa: E402
+from benchmarks.run.runner import acquire, run_plans, teacher_plans  # noqa: E402
+from benchmarks.run.schema import problems  # noqa: E402
+from benchmarks.run.store import checkpoint_path, index_results  # noqa: E402
+from benchmarks.targets.loader import load_targets  # noqa: E402
 from engine.options import EngineOptions  # noqa: E402
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))

@@ -6,10 +6,10 @@ import os
 import pytest
 
 from conftest import ROOT
-from benchmarks.report import gain_interval, verdict, write_report
-from benchmarks.runner import SCHEMA_VERSION, write_atomic
-from benchmarks.schema import problems
-from benchmarks.targets import load_targets
+from benchmarks.report.markdown import gain_interval, verdict, write_report
+from benchmarks.run.runner import SCHEMA_VERSION, write_atomic
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import load_targets
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 
@@ -167,7 +167,7 @@ def test_json_round_trip_is_sorted(tmp_path):
 def test_claims_compare_within_each_noise_rate(tmp_path):
     import copy
 
-    from benchmarks.targets import Target
+    from benchmarks.targets.loader import Target
 
     raw = copy.deepcopy(TARGETS["blcl-table5"].raw)
     raw["rows"][0]["noise"] = {"kind": "symmetric", "rates": [0.2, 0.4]}
@@ -225,7 +225,7 @@ def _noise_records(tmp_path):
 
 
 def test_noise_study_figures_and_per_rate_claims(tmp_path):
-    from benchmarks.figures import run_frame, sigma_frame
+    from benchmarks.report.figures import run_frame, sigma_frame
 
     text = _noise_records(tmp_path)
     figs = os.listdir(tmp_path / "results" / "figures" / "ext-noise-fashion")
@@ -234,7 +234,7 @@ def test_noise_study_figures_and_per_rate_claims(tmp_path):
     lines = [ln for ln in text.split("\n## ext-noise-fashion:")[1].splitlines() if ln.startswith("| Data Parameters (instance) beat ERM")]
     assert len(lines) == 5 and all("+0.00" in ln for ln in lines)
     t = TARGETS["ext-noise-fashion"]
-    from benchmarks.store import cell_key, load_records
+    from benchmarks.run.store import cell_key, load_records
 
     cells, _ = load_records(str(tmp_path / "results"))
     by_cell = {}

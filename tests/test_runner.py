@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from benchmarks.runner import index_results, run_plans, write_atomic
-from benchmarks.spec import canonical, run_id
-from benchmarks.schema import problems
-from benchmarks.targets import Plan, load_targets
+from benchmarks.run.runner import index_results, run_plans, write_atomic
+from benchmarks.targets.spec import canonical, run_id
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import Plan, load_targets
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 
@@ -90,7 +90,7 @@ def test_non_finite_values_are_written_as_null(tmp_path):
 
 
 def test_lock_is_exclusive_and_released_on_close(tmp_path):
-    from benchmarks.runner import acquire
+    from benchmarks.run.runner import acquire
 
     held = acquire(str(tmp_path), "abc")
     assert held is not None
@@ -102,7 +102,7 @@ def test_lock_is_exclusive_and_released_on_close(tmp_path):
 
 
 def test_a_run_locked_elsewhere_is_skipped(tmp_path, data_root):
-    from benchmarks.runner import acquire
+    from benchmarks.run.runner import acquire
 
     plan = smoke_plan()
     held = acquire(str(tmp_path), plan.run_id)
@@ -120,7 +120,7 @@ def test_result_files_are_world_readable(tmp_path):
 
 
 def test_results_version_enters_the_run_id_only_from_2_on():
-    from benchmarks.spec import versioned
+    from benchmarks.targets.spec import versioned
 
     spec = smoke_plan().spec
     assert versioned(spec, 1) is spec

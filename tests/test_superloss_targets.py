@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from benchmarks.schema import problems
-from benchmarks.targets import load_targets, snapshot_epochs
+from benchmarks.run.schema import problems
+from benchmarks.targets.loader import load_targets, snapshot_epochs
 from fixtures_data import run_smoke
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))

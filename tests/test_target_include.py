@@ -7,7 +7,7 @@ import yaml
 
 from conftest import ROOT
 from benchmarks.errors import UsageError
-from benchmarks.targets import load_target, load_targets
+from benchmarks.targets.loader import load_target, load_targets
 
 TDIR = os.path.join(ROOT, "benchmarks", "targets")
 TARGETS = load_targets(TDIR)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from benchmarks.report import write_report
-from benchmarks.runner import _Session, run_plans, teacher_plans
-from benchmarks.schema import problems
-from benchmarks.store import checkpoint_path, index_results, write_atomic
-from benchmarks.targets import load_targets
+from benchmarks.report.markdown import write_report
+from benchmarks.run.runner import _Session, run_plans, teacher_plans
+from benchmarks.run.schema import problems
+from benchmarks.run.store import checkpoint_path, index_results, write_atomic
+from benchmarks.targets.loader import load_targets
 
 TARGETS = load_targets(os.path.join(ROOT, "benchmarks", "targets"))
 CPU = torch.device("cpu")

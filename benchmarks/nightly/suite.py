@@ -1,10 +1,10 @@
 """Nightly reproduction with tolerance bands: `./reproduce.sh nightly SUITE [options]`.
 
-A suite (`benchmarks/suites/<name>.yaml`) lists targets, each with a budget, seeds and a `--filter` regex. The
+A suite (`benchmarks/nightly/suites/<name>.yaml`) lists targets, each with a budget, seeds and a `--filter` regex. The
 command runs them into a results folder (default `results-nightly/<suite>/`; the runner skips finished runs, so
 a second call resumes), then checks every table cell -- (target, budget, row, variant, noise rate): the runs that
 differ only by seed, as report.py groups them -- and every claim verdict against the checked-in baseline
-`benchmarks/baselines/<suite>.json` for the device class of the runs (`cpu` or `cuda`, from their provenance).
+`benchmarks/nightly/baselines/<suite>.json` for the device class of the runs (`cpu` or `cuda`, from their provenance).
 
 Band rule (issue "Nightly reproduction with tolerance bands"): a cell passes when its measured mean over seeds lies
 within  reference mean +- max(3 x reference seed std / sqrt(n), floor),  n the reference's run count and floor the
@@ -32,12 +32,12 @@ import sys
 
 import yaml
 
-from .common import ROOT, _int_at_least, default_data_root, load_needed
-from .errors import UsageError
-from .launchers.jobs import INTERRUPTED, run_jobs, this_job
-from .report import _by_seed, _stats, gain_interval, verdict
-from .store import index_results, read_record, write_atomic
-from .targets import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
+from benchmarks.common import ROOT, _int_at_least, default_data_root, load_needed
+from benchmarks.errors import UsageError
+from benchmarks.run.launchers.jobs import INTERRUPTED, run_jobs, this_job
+from benchmarks.report.markdown import _by_seed, _stats, gain_interval, verdict
+from benchmarks.run.store import index_results, read_record, write_atomic
+from benchmarks.targets.loader import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
 
 SUITE_DIR = os.path.join(os.path.dirname(__file__), "suites")
 BASELINE_DIR = os.path.join(os.path.dirname(__file__), "baselines")
@@ -281,7 +281,7 @@ def render(suite: str, cls: str, rows: list[dict], wall: float, results: str) ->
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reproduce.sh nightly", description="Run a suite and check it against its "
                                 "baseline: reference mean ± max(3 × seed std / √n, floor) per cell.")
-    p.add_argument("suite", help="a suite under benchmarks/suites (e.g. cpu-nightly, gpu-nightly)")
+    p.add_argument("suite", help="a suite under benchmarks/nightly/suites (e.g. cpu-nightly, gpu-nightly)")
     p.add_argument("--results", default=None, help="results folder (default: results-nightly/<suite>/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data", default=None, help="dataset root (default: $CLREPRO_DATA, else ~/.cache/clrepro/data)")
@@ -316,8 +316,8 @@ class Interrupted(Exception):
 
 
 def _run(args, argv: list[str], plans, targets, chosen, results: str) -> None:
-    from .report import write_report
-    from .runner import resolve_device, run_plans, todo_plans
+    from benchmarks.report.markdown import write_report
+    from benchmarks.run.runner import resolve_device, run_plans, todo_plans
 
     try:
         device = resolve_device(args.device)

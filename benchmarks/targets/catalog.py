@@ -4,7 +4,7 @@ Loading the targets validates every YAML against the registries of methods, mode
 expands each budget into run specs, which needs torch (about 2 s to import on a 2-core machine) and seconds of
 work. All of it is derivable from the YAML files and the sources, so it is cached in `$CLREPRO_CACHE` (default
 `~/.cache/clrepro`) keyed by the sha256 of: every target YAML of the folder and of the built-in folder (includes),
-the sources of methods/, models/, data/, engine/, benchmarks/targets.py and benchmarks/spec.py, and the loaded
+the sources of methods/, models/, data/, engine/, benchmarks/targets/loader.py and benchmarks/targets/spec.py, and the loaded
 plugins. A hit gives `Target`s whose default-seed plans come from the cache; anything else (other seeds, a miss)
 takes the full path, so a cached answer is always the answer the full path would give.
 
@@ -17,15 +17,15 @@ import hashlib
 import json
 import os
 
-from .cost import REPO, _DiskCache, _cache_dir, _source_digest
-from .targets import TARGET_DIR, Plan, Target
+from benchmarks.cache import REPO, DiskCache as _DiskCache, cache_dir as _cache_dir, source_digest as _source_digest
+from benchmarks.targets.loader import TARGET_DIR, Plan, Target
 
 CATALOG_VERSION = 1
 _PRESENCE = _DiskCache("presence.json")
 
 
 def _key(directory: str) -> str:
-    from .plugins import LOADED
+    from benchmarks.plugins import LOADED
 
     h = hashlib.sha256(f"catalog {CATALOG_VERSION}".encode())
     for folder in dict.fromkeys([os.path.abspath(directory), os.path.abspath(TARGET_DIR)]):
@@ -38,7 +38,7 @@ def _key(directory: str) -> str:
                     h.update(f.read())
     for pkg in ("methods", "models", "data", "engine"):
         h.update(_source_digest(pkg).encode())
-    for rel in ("benchmarks/targets.py", "benchmarks/spec.py"):
+    for rel in ("benchmarks/targets/loader.py", "benchmarks/targets/spec.py"):
         with open(os.path.join(REPO, rel), "rb") as f:
             h.update(f.read())
     h.update(",".join(sorted(str(v.get("sha256")) for v in LOADED.values())).encode())
@@ -51,7 +51,7 @@ def _path(directory: str) -> str:
 
 
 def load_targets(directory: str = TARGET_DIR) -> dict[str, Target]:
-    """`benchmarks.targets.load_targets`, from the cache when nothing it depends on changed."""
+    """`benchmarks.targets.loader.load_targets`, from the cache when nothing it depends on changed."""
     key, path = _key(directory), _path(directory)
     try:
         with open(path) as f:
@@ -62,7 +62,7 @@ def load_targets(directory: str = TARGET_DIR) -> dict[str, Target]:
                     for name, e in data["targets"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    from .targets import load_targets as load_full
+    from benchmarks.targets.loader import load_targets as load_full
 
     targets = load_full(directory)  # validates: a UsageError here is never cached
     data = {"key": key, "targets": {

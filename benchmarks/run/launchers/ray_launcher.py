@@ -32,9 +32,9 @@ import types
 
 from tqdm import tqdm
 
-from ..targets import Plan
+from benchmarks.targets.loader import Plan
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # GPU share of one run by model name (the largest over the run's roles, teachers included); unknown: a whole GPU.
 GPU_SHARE = {
@@ -69,7 +69,7 @@ _WORKER_CACHE: dict = {}  # datasets a worker process has loaded, reused by its 
 
 
 def _failed_outs(plans, env: dict, error: str):
-    from ..runner import failed_record
+    from benchmarks.run.runner import failed_record
 
     return [(failed_record(p, env, error), None, None) for p in plans], [None] * len(plans)
 
@@ -80,8 +80,8 @@ def train_task(job: dict, *teacher_blobs):
     checkpoint-byte lists of the teacher tasks (ObjectRefs resolved by Ray before this starts)."""
     import torch
 
-    from ..provenance import environment
-    from ..runner import checkpoint_bytes, resolve_device, state_from_checkpoint, teacher_extras, train_records
+    from benchmarks.run.provenance import environment
+    from benchmarks.run.runner import checkpoint_bytes, resolve_device, state_from_checkpoint, teacher_extras, train_records
 
     plans: list[Plan] = job["plans"]
     torch.set_num_threads(max(1, int(job["cpus"])))
@@ -205,10 +205,10 @@ def _drive(ray, plans, data_root, results, device, fail_fast, download, cache, s
 
     from engine.options import EngineOptions
 
-    from ..provenance import environment
-    from ..runner import (acquire, failed_record, pack_groups, present_embeddings, report_line, resume_path,
+    from benchmarks.run.provenance import environment
+    from benchmarks.run.runner import (acquire, failed_record, pack_groups, present_embeddings, report_line, resume_path,
                           teacher_plans, todo_plans, valid_checkpoint, write_records)
-    from ..store import index_results, is_finished
+    from benchmarks.run.store import index_results, is_finished
 
     gpus_total = ray.cluster_resources().get("GPU", 0)
     if device == "cuda" and not gpus_total:

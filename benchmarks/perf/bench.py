@@ -1,4 +1,9 @@
-"""Engine vs hand-written loop: seconds per epoch and throughput on this machine (issue 11's benchmark).
+"""Engine vs hand-written loop: seconds per epoch and throughput on this machine (`./reproduce.sh bench`).
+
+Split by what it measures: this module times the workloads (anchor against engine paths) and states the targets;
+`roofline.py` what the machine can reach (one large matmul's FLOP rate, ResNet-20's FLOPs); `drivers.py` engine
+processes side by side and the packing bound; `bench_data.py` the anchors' on-disk data; `cli_startup.py` the
+command line's start-up (`./reproduce.sh bench cli`).
 
 Three workloads, interleaved round by round (the machine may be shared with other jobs). The first two:
 - MNIST-MLP, batch 20 (real MNIST; 784-500-10 ReLU MLP, SGD lr 0.01 momentum 0.9, no augmentation);
@@ -8,7 +13,7 @@ and for each (a) the anchor, `../shared/bench/baseline_loop.py` (torchvision dat
 run as a subprocess with this interpreter), (b) the engine, one run (`engine.trainer.train`), (c) the engine with
 K runs of different seeds packed into one network (`engine.trainer.train_group`; throughput = K x images / s),
 (d) N engine processes side by side, as `--jobs N` runs them (`jobs-N`; `jobs-NxK`: each packs K seeds; they
-warm up, then all train together; throughput = N x K x images / the slowest one's epoch). Also the per-step cost of each method relative to ERM (`benchmarks.overhead`). Writes
+warm up, then all train together; throughput = N x K x images / the slowest one's epoch). Also the per-step cost of each method relative to ERM (`benchmarks.perf.overhead`). Writes
 `<out>/<cpu|cuda>.json` with the device, torch version, date, the per-round seconds (min and median), the ratios
 and issue 11's targets (threshold, measured value, pass/fail; "not measured" where a target was not measured at
 its size). Both sides time the training batches of an epoch alone: the anchor's `epoch_s`, the engine's
@@ -16,7 +21,7 @@ its size). Both sides time the training batches of an epoch alone: the anchor's 
 
 The third (issue 18), `cifar10-resnet20`: ResNet-20 on real CIFAR-10 (`data.load_dataset("cifar10")`, the WebP
 copy in ../shared/data/CIFAR10), batch 128, one epoch of all 50,000 images per path per round (tiny: 256). Its
-anchor is `benchmarks/anchors/cifar10_loop.py`, the loop a researcher writes: torchvision's CIFAR10 dataset (the
+anchor is `benchmarks/perf/anchors/cifar10_loop.py`, the loop a researcher writes: torchvision's CIFAR10 dataset (the
 decoded arrays written once in torchvision's on-disk layout to the cache, MD5 check skipped: see the script),
 RandomCrop + flip + ToTensor + Normalize per sample, DataLoader(2 workers, shuffle), fp32, SGD. Against it: the
 engine with the bench's options (CPU default: channels_last + fused), `engine-eager-nchw` (`--fast off`) and
@@ -35,19 +40,21 @@ import argparse
 import dataclasses
 import datetime as _dt
 import os
-import pickle
 import platform
-import queue
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.perf.bench_data import (cifar10_torchvision_root, cifar_splits,  # noqa: F401
+                                        write_tiny_mnist, write_torchvision_cifar10)
+from benchmarks.perf.drivers import (engine_history, engine_train_seconds, jobs_child, jobs_epoch_seconds,  # noqa: F401
+                                     jobs_shape, packing_bound)
+from benchmarks.perf.roofline import matmul_rate, resnet20_flops  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, "results", "bench")
 SCHEMA = 1
 
@@ -57,7 +64,6 @@ CIFAR_CPU_SUBSET = 5_000  # CPU --size full: the engine's CIFAR-shaped epoch (a 
 CIFAR_TEST = 256  # the CIFAR-shaped test split the engine evaluates after each epoch
 CIFAR_NORM = [[0.49, 0.48, 0.45], [0.25, 0.24, 0.26]]  # as the anchor's
 CIFAR10_TEST = 256  # real CIFAR-10: the test images both sides evaluate after training (not timed)
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_NAME = "cifar10-resnet20"
 WORKLOADS = ("mnist-mlp", "cifar-resnet20", CIFAR10_NAME)
 WHOLE_RUN_EPOCHS = 160  # the "whole run" figure: a 160-epoch ResNet-20 training (compile time paid once)
@@ -108,7 +114,7 @@ def cpu_model() -> str:
 def device_record(device) -> dict:
     import torch
 
-    from benchmarks.launchers.jobs import usable_cores
+    from benchmarks.run.launchers.jobs import usable_cores
 
     rec = {"device_class": device.type, "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
@@ -136,120 +142,6 @@ def _summary(seconds: list[float], images: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-def write_tiny_mnist(src_root: str, dst_root: str, n_train: int, n_test: int) -> None:
-    """The first n samples of real MNIST as IDX files under dst_root/MNIST/raw (torchvision's layout), so the
-    anchor, whose dataset is whatever the root holds, trains a tiny epoch too."""
-    import numpy as np
-
-    src, dst = os.path.join(src_root, "MNIST", "raw"), os.path.join(dst_root, "MNIST", "raw")
-    os.makedirs(dst, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        for kind, magic, dims in (("images-idx3-ubyte", 2051, 3), ("labels-idx1-ubyte", 2049, 1)):
-            name = f"{prefix}-{kind}"
-            with open(os.path.join(src, name), "rb") as f:
-                raw = f.read()
-            shape = np.frombuffer(raw, dtype=">i4", count=dims + 1, offset=0)[1:]
-            per = int(np.prod(shape[1:])) if dims > 1 else 1
-            head = np.array([magic, n, *shape[1:]], dtype=">i4").tobytes()
-            body = raw[4 * (dims + 1): 4 * (dims + 1) + n * per]
-            with open(os.path.join(dst, name), "wb") as f:
-                f.write(head + body)
-
-
-def cifar_splits(n: int, n_test: int):
-    """Random uint8 images of CIFAR's shape (n x 3 x 32 x 32), 10 classes; a timing, never an accuracy."""
-    import torch
-
-    from data import Splits
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n + n_test,), generator=g)
-    return Splits("cifar-shaped", x[:n], y[:n], x[n:], y[n:], 10, "image")
-
-
-class _Py2Str(bytes):
-    """A Python 2 `str`, as the keys of the published CIFAR pickles are (written by Python 2): torchvision reads them
-    back as str (encoding="latin1"), the CIFAR page's snippet as bytes (encoding="bytes": b"data", b"labels")."""
-
-
-class _Py2Pickler(pickle._Pickler):
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def _save_py2str(self, obj):
-        n = len(obj)
-        self.write((pickle.SHORT_BINSTRING + bytes([n])) if n < 256 else (pickle.BINSTRING + struct.pack("<i", n)))
-        self.write(obj)
-        self.memoize(obj)
-
-    dispatch[_Py2Str] = _save_py2str
-
-
-def write_torchvision_cifar10(splits, dst_root: str) -> None:
-    """The uint8 arrays of `splits` (N x 3 x 32 x 32) in torchvision's on-disk layout of CIFAR-10:
-    dst_root/cifar-10-batches-py/data_batch_1..5 (the training images in order, split in five), test_batch and
-    batches.meta, each a protocol-2 pickle of a dict whose keys are Python 2 strs as in the published files; b"data"
-    is uint8 N x 3072 (R, G, B planes of 32 x 32, row-major), b"labels" a list of ints."""
-    import numpy as np
-    import torch
-
-    d = os.path.join(dst_root, "cifar-10-batches-py")
-    os.makedirs(d, exist_ok=True)
-
-    def dump(name: str, obj: dict) -> None:
-        with open(os.path.join(d, name), "wb") as f:
-            _Py2Pickler(f, protocol=2).dump({_Py2Str(k): v for k, v in obj.items()})
-
-    def batch(x, y, title: str) -> dict:
-        return {b"batch_label": _Py2Str(title.encode()), b"labels": [int(v) for v in y],
-                b"data": np.ascontiguousarray(x.reshape(len(x), 3072).numpy(), dtype=np.uint8),
-                b"filenames": [_Py2Str(f"img_{i}.png".encode()) for i in range(len(y))]}
-
-    parts = np.array_split(np.arange(len(splits.y_train)), 5)
-    for i, idx in enumerate(parts, 1):
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        dump(f"data_batch_{i}", batch(splits.x_train[idx], splits.y_train[idx], f"training batch {i} of 5"))
-    dump("test_batch", batch(splits.x_test, splits.y_test, "testing batch 1 of 1"))
-    names = (splits.meta or {}).get("classes") or CIFAR10_CLASSES
-    dump("batches.meta", {b"num_cases_per_batch": len(parts[0]), b"num_vis": 3072,
-                          b"label_names": [_Py2Str(str(n).encode()) for n in names]})
-
-
-def cifar10_torchvision_root(splits) -> str:
-    """A folder holding `splits` (CIFAR-10 from the data root) in torchvision's layout, for the anchor: written once
-    into the decoded-data cache ($CLREPRO_CACHE, default ~/.cache/clrepro), keyed by the sha256 of the decoded
-    arrays (data/cifar_webp.py checked them against meta.json when it decoded the mosaics), reused while the key
-    matches."""
-    import hashlib
-    import json
-    import shutil
-
-    from data.cifar_webp import cache_dir
-
-    sha = ((splits.meta or {}).get("source") or {}).get("sha256") or {
-        f"x_{s}": hashlib.sha256(getattr(splits, f"x_{s}").numpy().tobytes()).hexdigest() for s in ("train", "test")}
-    key = {"format": 1, "sha256": sha, "n_train": len(splits.y_train), "n_test": len(splits.y_test),
-           "labels": hashlib.sha256(splits.y_train.numpy().tobytes() + splits.y_test.numpy().tobytes()).hexdigest()}
-    dst = os.path.join(cache_dir(), f"cifar10-torchvision-{sha['x_train'][:16]}")
-    try:
-        with open(os.path.join(dst, "key.json")) as f:
-            if json.load(f) == key:
-                return dst
-    except (OSError, ValueError):
-        pass
-    os.makedirs(cache_dir(), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="cifar10-torchvision-", dir=cache_dir())
-    try:
-        write_torchvision_cifar10(splits, tmp)
-        with open(os.path.join(tmp, "key.json"), "w") as f:
-            json.dump(key, f)
-        shutil.rmtree(dst, ignore_errors=True)
-        os.replace(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
-
-
 def cifar10_spec(train_subset: int | None, test_subset: int | None, epochs: int) -> dict:
     """ResNet-20 on real CIFAR-10 with the anchor's recipe (SGD lr 0.1 momentum 0.9 wd 1e-4, random crop + flip,
     the dataset's per-channel mean / std)."""
@@ -259,49 +151,6 @@ def cifar10_spec(train_subset: int | None, test_subset: int | None, epochs: int)
             "recipe": {"epochs": epochs, "batch_size": CIFAR_BATCH,
                        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
                        "schedule": {"name": "constant"}, "augment": "crop_flip", "normalize": "dataset"}}
-
-
-def matmul_rate(device, n: int = 4096, reps: int = 5) -> dict:
-    """The FLOP rate one large fp32 matmul (`torch.mm`, n x n by n x n) reaches here: one warm-up, then `reps`
-    timed products; GFLOP/s = 2 n^3 / the median seconds. What the bench calls this machine's matmul peak."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    torch.mm(a, b)
-    sync()
-    secs = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        sync()
-        secs.append(time.perf_counter() - t0)
-    med = statistics.median(secs)
-    rec = {"status": "ok", "op": "torch.mm", "dtype": "float32", "n": n, "reps": reps,
-           "seconds": [round(s, 5) for s in secs], "seconds_median": med, "gflops": 2 * n ** 3 / med / 1e9,
-           "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        rec["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-    return rec
-
-
-def resnet20_flops(batch: int = 1) -> dict:
-    """Forward FLOPs of this repo's ResNet-20 (CIFAR, 10 classes) per image, counted by
-    torch.utils.flop_counter.FlopCounterMode on one forward pass (train mode) of a `batch`-image batch (convolutions
-    and matmuls, a multiply-add = 2 FLOPs; batch norm, ReLU and pooling are not counted); training = 3 x forward
-    (the backward pass costs about two forwards)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from models import create_model
-
-    model = create_model("resnet20", 10, (3, 32, 32), None)
-    with FlopCounterMode(display=False) as fc:
-        model(torch.zeros(batch, 3, 32, 32))
-    fwd = fc.get_total_flops() / batch
-    return {"forward_per_image": fwd, "train_per_image": 3 * fwd, "counted_batch": batch,
-            "how": "torch.utils.flop_counter.FlopCounterMode, one forward pass; training = 3 x forward"}
 
 
 def mnist_spec(train_subset: int | None, test_subset: int | None, epochs: int) -> dict:
@@ -340,7 +189,7 @@ def run_anchor(task: str, root: str, epochs: int, batch: int, workers: int, devi
                extra: tuple[str, ...] = ()) -> tuple[float, str, float | None]:
     """(seconds per epoch, the command, test accuracy or None) of one anchor run in a subprocess with this
     interpreter: `../shared/bench/baseline_loop.py TASK ROOT ...`, or `script ROOT ...` (an anchor of this repo,
-    benchmarks/anchors/) with `extra` arguments."""
+    benchmarks/perf/anchors/) with `extra` arguments."""
     head = [anchor_script(), task] if script is None else [script]
     cmd = [sys.executable, *head, root, "--epochs", str(epochs), "--batch", str(batch), "--workers", str(workers),
            "--device", device, *extra]
@@ -349,185 +198,6 @@ def run_anchor(task: str, root: str, epochs: int, batch: int, workers: int, devi
     if p.returncode != 0:
         raise RuntimeError(f"anchor exited {p.returncode}: {(p.stderr or p.stdout).strip()[-500:]}")
     return parse_anchor_output(p.stdout), shown, parse_anchor_accuracy(p.stdout)
-
-
-def engine_history(specs: list[dict], splits, device, options) -> list[dict]:
-    """The per-epoch history of len(specs) engine runs (packed when > 1); the first run's."""
-    from engine.trainer import train, train_group
-
-    if len(specs) == 1:
-        return train(specs[0], splits, device, options=options)["history"]
-    outs = train_group(specs, splits, device, options=options)
-    if len(outs) != len(specs):
-        raise RuntimeError(f"train_group returned {len(outs)} results for {len(specs)} runs")
-    return outs[0]["history"]
-
-
-def engine_train_seconds(specs: list[dict], splits, device, options) -> list[float]:
-    """Per epoch, the seconds the engine spent on the training batches of len(specs) runs (packed when > 1)."""
-    hist = engine_history(specs, splits, device, options)
-    return [h.get("train_seconds", h["seconds"]) for h in hist]  # the batches alone, as the anchor times
-
-
-def jobs_shape(path: str) -> tuple[int, int]:
-    """'jobs-N' -> (N, 1); 'jobs-NxK' -> (N, K): N processes side by side, each training K packed seeds."""
-    n, _, k = path.split("-", 1)[1].partition("x")
-    return int(n), int(k or 1)
-
-
-def child_splits(data: dict):
-    """A workload's splits rebuilt in a child process: real MNIST from its root, or the CIFAR-shaped random set."""
-    if data["kind"] == "mnist":
-        from data import load_dataset
-
-        return load_dataset("mnist", data["root"], download=False)
-    return cifar_splits(data["n"], data["n_test"])
-
-
-def jobs_child() -> None:
-    """One process of a jobs-N path (`python -c ...`): reads its job (one JSON line) from stdin, trains one epoch
-    untimed (start-up, compilation), prints `ready`, waits for a line on stdin, trains the timed run and prints
-    `result ` and its per-epoch training seconds as JSON."""
-    import json
-
-    import torch
-
-    from engine.options import EngineOptions
-
-    job = json.loads(sys.stdin.readline())  # threads: $OMP_NUM_THREADS, set by jobs_epoch_seconds
-    device, options = torch.device(job["device"]), EngineOptions(**job["options"])
-    splits = child_splits(job["data"])
-    specs = [dict(job["spec"], seed=s) for s in job["seeds"]]
-    engine_train_seconds([dict(s, recipe=dict(s["recipe"], epochs=1)) for s in specs], splits, device, options)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    print("result " + json.dumps({"train_s": engine_train_seconds(specs, splits, device, options)}), flush=True)
-
-
-def jobs_epoch_seconds(n: int, k: int, spec: dict, data: dict, device, options, timeout: float = 3600) -> float:
-    """Seconds of one epoch of n processes side by side (what `--jobs n` runs), each training k packed seeds:
-    the children warm up (one untimed epoch each, at the same time), then all start their timed run together; a
-    child's epoch is its mean training seconds over the epochs after the first (or its only one), and the path's
-    epoch the slowest child's. A child silent for `timeout` seconds fails the path."""
-    import json
-
-    from benchmarks.launchers.jobs import child_threads
-
-    threads = child_threads(n)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
-           "OMP_NUM_THREADS": str(threads)}
-    errs = [tempfile.TemporaryFile(mode="w+") for _ in range(n)]
-    procs = [subprocess.Popen([sys.executable, "-c", "from benchmarks.bench import jobs_child; jobs_child()"],
-                              cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=e)
-             for e in errs]
-    deadline = time.monotonic() + timeout
-    lines = [queue.Queue() for _ in procs]  # a reader thread per child: a hung child cannot block the parent
-
-    def read(i: int) -> None:
-        for line in iter(procs[i].stdout.readline, ""):
-            lines[i].put(line)
-        lines[i].put(None)
-
-    for i in range(n):
-        threading.Thread(target=read, args=(i,), daemon=True).start()
-
-    def line_from(i: int, prefix: str) -> str:
-        while True:
-            try:
-                line = lines[i].get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"jobs child {i + 1}: no answer in {timeout:.0f} s") from None
-            if line is None:
-                procs[i].wait()
-                errs[i].seek(0)
-                raise RuntimeError(f"jobs child {i + 1} ended early: {errs[i].read().strip()[-400:]}")
-            if line.startswith(prefix):
-                return line[len(prefix):]
-
-    try:
-        for i, p in enumerate(procs):
-            p.stdin.write(json.dumps({"device": device.type, "options": options.record(),
-                                      "data": data, "spec": spec, "seeds": [i * k + j for j in range(k)]}) + "\n")
-            p.stdin.flush()
-        for i in range(n):
-            line_from(i, "ready")
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        secs = []
-        for i in range(n):
-            s = json.loads(line_from(i, "result "))["train_s"]
-            secs.append(statistics.mean(s[1:]) if len(s) > 1 else s[0])
-        return max(secs)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        for e in errs:
-            e.close()
-
-
-def packing_bound(k: int, batch: int, device, steps: int = 300, rounds: int = 3) -> dict:
-    """An upper bound on what packing k MNIST-MLP runs can gain here, measured without the engine: the same
-    784-500-10 ReLU MLP step (SGD momentum, fused where torch has it, gradients set to None, data resident, a
-    contiguous slice per step) written by hand once for one network (`F.linear`) and once for k networks stacked
-    into (k, in, out) weights (`torch.baddbmm`, the layout that needs no transposed copy). Returns seconds per
-    step (min over interleaved rounds) and k x single / packed: the throughput ratio of the best packed step
-    written in plain torch."""
-    import torch
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(k, steps * batch, 784, generator=g).to(device)
-    y = torch.randint(0, 10, (k, steps * batch), generator=g).to(device)
-    fused = {"fused": True}
-
-    def params(*shape_list):
-        return [torch.nn.Parameter(torch.randn(*s, generator=g).mul_(0.03).to(device)) for s in shape_list]
-
-    one = params((500, 784), (500,), (10, 500), (10,))
-    many = params((k, 784, 500), (k, 1, 500), (k, 500, 10), (k, 1, 10))
-    opt1 = torch.optim.SGD(one, lr=0.01, momentum=0.9, **fused)
-    optk = torch.optim.SGD(many, lr=0.01, momentum=0.9, **fused)
-
-    def single(i):
-        xb, yb = x[0, i * batch:(i + 1) * batch], y[0, i * batch:(i + 1) * batch]
-        loss = F.cross_entropy(F.linear(F.linear(xb, one[0], one[1]).relu(), one[2], one[3]), yb)
-        for p in one:
-            p.grad = None
-        loss.backward()
-        opt1.step()
-
-    def packed(i):
-        xb, yb = x[:, i * batch:(i + 1) * batch], y[:, i * batch:(i + 1) * batch]
-        h = torch.baddbmm(many[1], xb, many[0]).relu()
-        loss = F.cross_entropy(torch.baddbmm(many[3], h, many[2]).flatten(0, 1), yb.flatten()) * k
-        for p in many:
-            p.grad = None
-        loss.backward()
-        optk.step()
-
-    def timed(step) -> float:
-        for i in range(min(20, steps)):
-            step(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for i in range(steps):
-            step(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - t0) / steps
-
-    t1, tk = [], []
-    for _ in range(rounds):
-        t1.append(timed(single))
-        tk.append(timed(packed))
-    return {"status": "ok", "k": k, "batch": batch, "steps": steps, "rounds": rounds, "single_step_s": min(t1),
-            "packed_step_s": min(tk), "ratio": k * min(t1) / min(tk),
-            "what": f"hand-written MLP step, one network (F.linear) vs {k} stacked (torch.baddbmm), fused SGD; "
-                    f"k x single / packed"}
 
 
 class Workload:
@@ -648,7 +318,7 @@ class Workload:
             if p.startswith("packed-"):
                 paths[p]["k"] = int(p.split("-")[1])
             if p.startswith("jobs-"):
-                from benchmarks.launchers.jobs import child_threads
+                from benchmarks.run.launchers.jobs import child_threads
 
                 n, k = jobs_shape(p)
                 paths[p].update({"processes": n, "k": k, "threads_each": child_threads(n),
@@ -798,7 +468,7 @@ def targets(device_class: str, size: str, workloads: dict, overhead: dict) -> li
 
 # ------------------------------------------------------------------------------------------------------- main
 def _overhead(model: str, batch: int, device, steps: int, repeats: int, methods: list[str]) -> dict:
-    from benchmarks.overhead import time_methods
+    from benchmarks.perf.overhead import time_methods
 
     try:
         res = time_methods(methods, model, batch, device, steps, repeats)
@@ -860,8 +530,8 @@ def _fail(p: argparse.ArgumentParser, msg: str) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["cli"]:  # the command line's start-up time: benchmarks/cli_bench.py
-        from .cli_bench import main as cli_main
+    if argv[:1] == ["cli"]:  # the command line's start-up time: benchmarks/perf/cli_startup.py
+        from benchmarks.perf.cli_startup import main as cli_main
 
         return cli_main(argv[1:])
     p = build_parser()
@@ -978,7 +648,7 @@ def main(argv=None) -> int:
             f"sha256-checked by data.load_dataset); {n10} training images per epoch on every path"
             + ("" if n10 == n_full else " (anchor: the first ones, torch.utils.data.Subset; engine: a fixed subset, "
                "data.train_subset)") + f"; both sides evaluate {t10} test images after training, not timed",
-            f"{CIFAR10_NAME} anchor: benchmarks/anchors/cifar10_loop.py, torchvision's CIFAR10 dataset (per-sample PIL "
+            f"{CIFAR10_NAME} anchor: benchmarks/perf/anchors/cifar10_loop.py, torchvision's CIFAR10 dataset (per-sample PIL "
             f"image, RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize), DataLoader(2 workers, "
             f"shuffle), fp32, this repo's ResNet-20, SGD; its files are the same decoded arrays written once in "
             f"torchvision's on-disk layout (cifar-10-batches-py) to the cache: the published MD5s cannot match this "
@@ -995,7 +665,7 @@ def main(argv=None) -> int:
             CIFAR10_NAME, CIFAR_BATCH, c10,
             cifar10_spec(n10 if n10 < n_full else None, t10, 2 if (tiny or cuda) else 1), n10,
             {"task": CIFAR10_NAME, "root": tv_root, "epochs": 2 if cuda and not tiny else 1, "workers": 2,
-             "images": n10, "script": os.path.join(ROOT, "benchmarks", "anchors", "cifar10_loop.py"),
+             "images": n10, "script": os.path.join(ROOT, "benchmarks", "perf", "anchors", "cifar10_loop.py"),
              "extra": ([] if n10 == n_full else ["--subset", str(n10)]) + ["--test", str(t10)]},
             None, (), c10_notes, (), None, variants=variants, flops=flops, whole_run=WHOLE_RUN_EPOCHS))
 
@@ -1011,7 +681,7 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()  # a shared machine: other jobs' load, read with the per-round spread
-    from benchmarks.store import write_atomic
+    from benchmarks.run.store import write_atomic
 
     path, partial = (os.path.join(args.out, f"{device.type}{tag}.json") for tag in ("", ".partial"))
 
@@ -1044,7 +714,7 @@ def main(argv=None) -> int:
     else:
         from methods import list_methods
 
-        print("per-step overhead vs ERM (benchmarks.overhead)", flush=True)
+        print("per-step overhead vs ERM (benchmarks.perf.overhead)", flush=True)
         if tiny:
             overhead["mlp500"] = _overhead("mlp500", MNIST_BATCH, device, 3, 2, OVERHEAD_METHODS_TINY)
             overhead["resnet20"] = {"status": "skipped", "reason": "--size tiny: ResNet-20 steps too slow for a "
@@ -1078,7 +748,7 @@ def main(argv=None) -> int:
 
 
 def render_table(res: dict) -> str:
-    from benchmarks.perf_report import ratio_keys
+    from benchmarks.report.performance import ratio_keys
 
     lines = [f"{'workload':<17} {'path':<17} {'s/epoch min':>11} {'median':>8} {'images/s':>10}  ratio"]
     mm = res.get("matmul") or {}

@@ -1,5 +1,5 @@
 """The performance section of REPORT.md, rendered from the benchmark JSONs (`results/bench/<cpu|cuda>.json`,
-written by `./reproduce.sh bench`, see benchmarks.bench); never from a live run."""
+written by `./reproduce.sh bench`, see benchmarks.perf.bench); never from a live run."""
 from __future__ import annotations
 
 import glob
@@ -126,7 +126,7 @@ def _num(v, fmt: str = ".2f") -> str:
 
 
 def _packcheck_section(path: str, rec: dict) -> list[str]:
-    """`./reproduce.sh packcheck` (benchmarks/packcheck.py): packed vs unpacked final accuracies per seed."""
+    """`./reproduce.sh packcheck` (benchmarks/perf/packcheck.py): packed vs unpacked final accuracies per seed."""
     out = [f"### Packed vs unpacked runs ({rec['device_class'].upper()}: {rec['device']})", "",
            f"File `{os.path.basename(path)}`; target `{rec['target']}` at budget `{rec['budget']}`"
            + (f", filter `{rec['filter']}`" if rec.get("filter") else "")
@@ -153,7 +153,7 @@ def _packcheck_section(path: str, rec: dict) -> list[str]:
 
 
 def _cli_section(path: str, rec: dict) -> list[str]:
-    """The command line's start-up (`./reproduce.sh bench cli`, benchmarks/cli_bench.py)."""
+    """The command line's start-up (`./reproduce.sh bench cli`, benchmarks/perf/cli_startup.py)."""
     out = [f"### Command-line start-up: {rec['device']}, Python {rec['python']}, {rec['date']}", "",
            f"Each command a fresh process; cold = empty cache, warm = median of {rec['repeats']} calls; load "
            f"average {rec['load_average']['start'][0]:.2f} at the start. Target: under "
@@ -170,9 +170,9 @@ def performance_section(results_dir: str) -> str:
     ratios of every workload and path; issue 11's targets with measured value and pass/fail)."""
     good, bad = _load(results_dir)
     out = ["## Performance (issue 11)", "",
-           "From `./reproduce.sh bench` (benchmarks/bench.py): the engine vs the hand-written loop "
+           "From `./reproduce.sh bench` (benchmarks/perf/bench.py): the engine vs the hand-written loop "
            "`../shared/bench/baseline_loop.py` (the anchor; for `cifar10-resnet20`, issue 18, the real-CIFAR-10 loop "
-           "`benchmarks/anchors/cifar10_loop.py`) on the same machine, interleaved round by round; packed-K "
+           "`benchmarks/perf/anchors/cifar10_loop.py`) on the same machine, interleaved round by round; packed-K "
            "trains K seeds in one network (throughput counts all K). Ratios are of throughputs (images/s).", ""]
     if not good:
         out += ["No benchmark run yet (`./reproduce.sh bench` writes `results/bench/<cpu|cuda>.json`).", ""]

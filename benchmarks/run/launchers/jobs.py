@@ -38,7 +38,7 @@ def child_threads(n_jobs: int, cores: int | None = None) -> int:
 
 def this_job() -> tuple[int, int] | None:
     """(i, N) when this process is child i of N (from $CLREPRO_JOB), else None; UsageError when it is malformed."""
-    from ..errors import UsageError
+    from benchmarks.errors import UsageError
 
     text = os.environ.get(ENV)
     if not text:
@@ -82,7 +82,7 @@ def run_jobs(argv: list[str], n_jobs: int, out=None, stop_on_failure: bool = Fal
     out = out or sys.stdout
     argv = without_jobs(argv)
     threads = child_threads(n_jobs)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     write = threading.Lock()
     procs: list[subprocess.Popen] = []
     stopped: list[int] = []

@@ -179,7 +179,7 @@ def sigma_clean_noisy(t, budget, by_cell, labels, devices, path, **_):
 
 
 def loss_embedding(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
-    from .store import read_snapshots
+    from benchmarks.run.store import read_snapshots
 
     panels = []  # (variant, epoch, coordinates, losses, seed)
     for (_row, variant, _c, _rate), recs in by_cell.items():
@@ -246,7 +246,7 @@ def r_sweep(t, budget, by_cell, labels, devices, path, **_):
 
 
 def loss_groups(t, budget, by_cell, labels, devices, path, spec=None, results=None, **_):
-    from .store import read_snapshots
+    from benchmarks.run.store import read_snapshots
 
     rows = []
     for (row, variant, _c, rate), recs in by_cell.items():
@@ -383,7 +383,7 @@ DRAW = {"loss_curves": loss_curves, "acc_curves": acc_curves, "class_sigma": cla
 
 def draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=None, results=None) -> str | None:
     """Draw figure `kind` for one target and budget; returns its path, or None with no finished run."""
-    from .targets import ANALYTIC_FIGURES
+    from benchmarks.targets.loader import ANALYTIC_FIGURES
 
     if kind not in ANALYTIC_FIGURES and not any(r["status"] == "ok" for recs in by_cell.values() for r in recs):
         return None

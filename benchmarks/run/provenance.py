@@ -10,9 +10,9 @@ import sys
 import torch
 import torchvision
 
-from .plugins import provenance as plugins
+from benchmarks.plugins import provenance as plugins
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _git(*args: str) -> str | None:

@@ -11,9 +11,9 @@ import math
 import os
 import tempfile
 
-from .perf_report import performance_section
-from .store import cell_key, load_records
-from .targets import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
+from benchmarks.report.performance import performance_section
+from benchmarks.run.store import cell_key, load_records
+from benchmarks.targets.loader import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
 
 FIG_DIR = "figures"
 
@@ -159,12 +159,12 @@ READS_FILES = {"loss_embedding", "loss_groups"}
 def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, results) -> str | None:
     """`figures.draw`, skipped when the PNG exists and was drawn from the same inputs: the figure's kind, spec,
     target, budget, labels and devices, every record it reads (their full JSON) and the sources of the drawing and
-    of what analytic figures compute (benchmarks/figures.py, engine/, methods/). matplotlib and seaborn are then
+    of what analytic figures compute (benchmarks/report/figures.py, engine/, methods/). matplotlib and seaborn are then
     not even imported, so `report` with nothing new takes well under a second of figure work."""
     import hashlib
     import json
 
-    from .cost import _DiskCache, _source_digest
+    from benchmarks.cache import DiskCache as _DiskCache, source_digest as _source_digest
 
     path = os.path.join(out_dir, f"{budget}-{kind}.png")
     h = hashlib.sha256()
@@ -181,7 +181,7 @@ def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, result
         return path
     if kind not in READS_FILES and seen == f"{key}:nothing":  # the same inputs drew nothing last time
         return None
-    from .figures import draw
+    from benchmarks.report.figures import draw
 
     rel = draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=spec, results=results)
     cache.put(os.path.abspath(path), key if rel else f"{key}:nothing")

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .errors import UsageError
-from .spec import flat, run_id, versioned
+from benchmarks.errors import UsageError
+from benchmarks.targets.spec import flat, run_id, versioned
 
-TARGET_DIR = os.path.join(os.path.dirname(__file__), "targets")
+TARGET_DIR = os.path.dirname(os.path.abspath(__file__))  # the YAMLs live beside their loader
 PAPERS = ("blcl", "dataparams", "superloss", "dcd", "ext")  # ext: studies of our own, beyond the papers
 BUDGETS = ("full", "reduced", "smoke")
-FIGURES = {  # kind -> what it shows (drawn by benchmarks/figures.py; the report's placeholder until runs exist)
+FIGURES = {  # kind -> what it shows (drawn by benchmarks/report/figures.py; the report's placeholder until runs exist)
     "loss_curves": "train CE and test loss per epoch per variant, mean over seeds with a +-1 sd band",
     "quartile_shares": "share of the summed training loss carried by each difficulty quartile per epoch, stacked",
     "noise_curves": "test accuracy against the label-noise rate per method (last and best epoch), seed spread",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import json
 import math
 import os
@@ -37,63 +36,7 @@ SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mr": (64,), "cifa
 CLASSES = {"cifar100": 100, "mr": 2, "imagenet": 1000, "webvision": 1000}
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _cache_dir() -> str:
-    return os.environ.get("CLREPRO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clrepro")
-
-
-@functools.lru_cache(maxsize=None)
-def _source_digest(package: str) -> str:
-    """sha256 of a package's .py sources (names and bytes): a changed model invalidates its cached FLOPs."""
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)):
-        h.update(os.path.relpath(path, REPO).encode())
-        with open(path, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
-
-
-class _DiskCache:
-    """A small JSON dict on disk, read once, written atomically when something new was computed."""
-
-    def __init__(self, name: str):
-        self.name, self._data = name, None
-
-    @property
-    def path(self) -> str:
-        return os.path.join(_cache_dir(), self.name)
-
-    def _load(self) -> dict:
-        if self._data is None:
-            try:
-                with open(self.path) as f:
-                    self._data = json.load(f)
-                if not isinstance(self._data, dict):
-                    self._data = {}
-            except (OSError, ValueError):
-                self._data = {}
-        return self._data
-
-    def get(self, key: str, compute):
-        data = self._load()
-        if key not in data:
-            self.put(key, compute())
-        return data[key]
-
-    def put(self, key: str, value) -> None:
-        data = self._load()
-        data[key] = value
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a read-only cache only costs speed
-
+from benchmarks.cache import DiskCache as _DiskCache, source_digest as _source_digest
 
 _FLOPS_CACHE = _DiskCache("flops.json")
 
@@ -167,7 +110,7 @@ def trainable_networks(method: str) -> int:
         cls = method_class(method)
         return len(cls.roles) - len(cls.frozen)
 
-    from .plugins import LOADED  # a plugin's method: keyed by the plugin files too
+    from benchmarks.plugins import LOADED  # a plugin's method: keyed by the plugin files too
 
     plugins = ",".join(sorted(str(v.get("sha256")) for v in LOADED.values()))
     return int(_ROLES_CACHE.get(f"{_source_digest('methods')}|{plugins}|{method}", count))
@@ -180,7 +123,7 @@ def plan_hours(plan) -> float:
 
 def plans_hours(plans) -> float:
     """GPU-hours of a set of runs plus each distinct teacher run they restore from (trained once)."""
-    from .targets import teacher_plans
+    from benchmarks.targets.loader import teacher_plans
 
     teachers = {t.run_id: t for p in plans for t in teacher_plans(p).values()}
     return sum(map(plan_hours, plans)) + sum(map(plan_hours, teachers.values()))

@@ -21,8 +21,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from .schema import problems
-from .spec import canonical, seedless
+from benchmarks.run.schema import problems
+from benchmarks.targets.spec import canonical, seedless
 
 FINISHED = ("ok", "diverged")
 RUN_FILE = re.compile(r"^[0-9a-f]{12}\.json$")

@@ -25,15 +25,15 @@ import sys
 import tempfile
 import time
 
-from .errors import UsageError
-from .store import cell_key, index_results, read_record, write_atomic
+from benchmarks.errors import UsageError
+from benchmarks.run.store import cell_key, index_results, read_record, write_atomic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, "results", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .common import _regex, _seeds
+    from benchmarks.common import _regex, _seeds
 
     p = argparse.ArgumentParser(prog="reproduce.sh packcheck", description=__doc__.splitlines()[0])
     p.add_argument("target", help="a target, e.g. blcl-table4")
@@ -71,7 +71,7 @@ def compare(plans, single: dict[str, dict], packed: dict[str, dict]) -> tuple[li
 
 def _verdict(rows: list[dict]) -> dict:
     """Paired 95% t interval of packed - unpacked over `rows` (each one seed's pair) and what it says."""
-    from .report import gain_interval
+    from benchmarks.report.markdown import gain_interval
 
     pairs = {i: r for i, r in enumerate(rows) if r["difference"] is not None}
     accs = [r["unpacked"] for r in rows if isinstance(r["unpacked"], (int, float))]
@@ -104,10 +104,10 @@ def main(argv=None) -> int:
     try:
         if args.pack < 2:
             raise UsageError(f"--pack {args.pack}: must be >= 2 (the packed side)")
-        from .bench import device_record
-        from .common import default_data_root, load_needed
-        from .runner import resolve_device, run_plans
-        from .targets import load_targets, resolve
+        from benchmarks.perf.bench import device_record
+        from benchmarks.common import default_data_root, load_needed
+        from benchmarks.run.runner import resolve_device, run_plans
+        from benchmarks.targets.loader import load_targets, resolve
 
         targets = load_targets()
         plans = [pl for t in resolve(args.target, targets) for pl in t.plans(args.budget, args.seeds)]

@@ -3,7 +3,7 @@ repo's ResNet-20 (models.create_model) + SGD, fp32. The real-data performance an
 (workload cifar10-resnet20, issue 18); it follows ../shared/bench/baseline_loop.py's conventions (seed 0, the
 training batches of each epoch timed alone, `epoch_s=` the fastest epoch, printed last).
 
-usage: python benchmarks/anchors/cifar10_loop.py ROOT [--epochs 1] [--batch 128] [--workers 2] [--device cpu]
+usage: python benchmarks/perf/anchors/cifar10_loop.py ROOT [--epochs 1] [--batch 128] [--workers 2] [--device cpu]
                                                 [--subset N] [--test N]
 ROOT holds torchvision's `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta). The bench writes it
 from ../shared/data/CIFAR10 (lossless WebP, data/cifar_webp.py) once into a cache folder. --subset N trains on the
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torchvision import transforms
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from models import create_model  # noqa: E402  (this repo's ResNet-20, the engine's model)
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10's per-channel mean / std

@@ -13,7 +13,7 @@ used; the teacher's previous record is then kept as <teacher_id>.superseded-<k>.
 
 Training and writing are separate: `train_records` trains a run or packed group and returns its records (no file
 but the mid-run checkpoint); `write_records` writes snapshots, checkpoints and JSONs into the results folder. The
-local launcher (`run_plans`) does both in this process; the Ray launcher (`benchmarks.launchers.ray_launcher`)
+local launcher (`run_plans`) does both in this process; the Ray launcher (`benchmarks.run.launchers.ray_launcher`)
 trains on workers and writes on the driver.
 """
 from __future__ import annotations
@@ -35,10 +35,10 @@ from data import load_dataset
 from engine.options import EngineOptions
 from engine.trainer import group_key, pack_decline_reason, train_group
 
-from .provenance import environment
-from .store import (archive, checkpoint_path, embedding_path, file_sha256, index_results, is_finished, read_json,
+from benchmarks.run.provenance import environment
+from benchmarks.run.store import (archive, checkpoint_path, embedding_path, file_sha256, index_results, is_finished, read_json,
                     read_record, save_embedding, save_snapshots, write_atomic)
-from .targets import Plan, teacher_plans  # noqa: F401  (teacher_plans: re-exported)
+from benchmarks.targets.loader import Plan, teacher_plans  # noqa: F401  (teacher_plans: re-exported)
 
 SCHEMA_VERSION = 1
 

@@ -7,7 +7,7 @@ on synthetic inputs of the model's shape (a timing, never an accuracy), after wa
 re-ranking the training set) is not a step and is left out: it is reported by the runs' epoch seconds.
 Frozen roles get random weights (their values do not change the cost).
 
-    python -m benchmarks.overhead [--model resnet20] [--batch 128] [--device cpu|cuda] [--steps 20]
+    python -m benchmarks.perf.overhead [--model resnet20] [--batch 128] [--device cpu|cuda] [--steps 20]
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ TARGETS = {"dataparams": 1.10, "superloss": 1.10, "blcl": 2.1, "codistill": 2.1}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.perf.overhead", description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=sorted(SHAPES), default="resnet20")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    from .provenance import device_name
+    from benchmarks.run.provenance import device_name
 
     print(f"model {args.model}, batch {args.batch}, device {device_name(device)}, torch {torch.__version__}; "
           f"median of {args.repeats} x {args.steps} steps")

@@ -1,7 +1,7 @@
 """The result-JSON contract (schema version 1): `problems(record)` lists what is missing or mistyped."""
 from __future__ import annotations
 
-from .spec import run_id
+from benchmarks.targets.spec import run_id
 
 STATUSES = ("ok", "failed", "diverged")
 TOP = {"schema_version": int, "run_id": str, "target": str, "row": str, "variant": str, "compare_as": str,

@@ -1,0 +1,1 @@
+"""Nightly reproduction: suites (suites/*.yaml) checked against baselines (baselines/*.json)."""

@@ -1,0 +1,1 @@
+"""REPORT.md and the figures, from result JSONs alone (never a live run)."""
