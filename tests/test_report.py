@@ -307,7 +307,7 @@ def test_outside_anchor_within_tolerance(tmp_path):
 def test_reduced_budget_labelled_and_given_verdicts(tmp_path):
     text = _section(_table1(tmp_path, "reduced", {"erm": [85.0, 86.0, 85.5], "blcl": [86.0, 87.5, 86.0]}),
                     "blcl-table1", "reduced")
-    assert "16 epochs instead of 160" in text and "CPU budget (issue 18)" in text
+    assert "16 epochs instead of 160" in text and "CPU budget: 16 of 160 epochs" in text
     assert "shown for scale, not as the same setting" in text
     assert "| Verdict (budget `reduced`) |" in text and "| Published gain (full budget) |" in text
     row = _line(text, "| ResNet-20: BLCL (Eq. 3 as printed) beats conventional training | blcl vs erm | +1.25 |")

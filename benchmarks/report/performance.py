@@ -108,7 +108,7 @@ def _device_section(path: str, rec: dict) -> list[str]:
         else:
             out.append(f"Step time x ERM ({model}): {o.get('status')} ({o.get('reason')}).")
         out.append("")
-    out += ["| Target (issue 11) | Threshold | Measured | Result |", "|---|---|---|---|"]
+    out += ["| Target | Threshold | Measured | Result |", "|---|---|---|---|"]
     for t in rec.get("targets", []):
         m = t["measured"]
         if isinstance(m, (int, float)):
@@ -167,11 +167,11 @@ def _cli_section(path: str, rec: dict) -> list[str]:
 
 def performance_section(results_dir: str) -> str:
     """Markdown for REPORT.md: one block per benchmark JSON (device, torch, date, size; the s/epoch, images/s and
-    ratios of every workload and path; issue 11's targets with measured value and pass/fail)."""
+    ratios of every workload and path; the speed targets with measured value and pass/fail)."""
     good, bad = _load(results_dir)
-    out = ["## Performance (issue 11)", "",
+    out = ["## Performance", "",
            "From `./reproduce.sh bench` (benchmarks/perf/bench.py): the engine vs the hand-written loop "
-           "`../shared/bench/baseline_loop.py` (the anchor; for `cifar10-resnet20`, issue 18, the real-CIFAR-10 loop "
+           "`../shared/bench/baseline_loop.py` (the anchor; for `cifar10-resnet20`, the real-CIFAR-10 loop "
            "`benchmarks/perf/anchors/cifar10_loop.py`) on the same machine, interleaved round by round; packed-K "
            "trains K seeds in one network (throughput counts all K). Ratios are of throughputs (images/s).", ""]
     if not good:
