@@ -347,3 +347,48 @@ def test_measure_last_k_is_the_mean_of_the_last_epochs(tmp_path):
     assert "mean test accuracy (%) over its last 3 epochs" in text
     assert "| WordCNN | erm | 69.50 | 79.00 ± 1.00 (n=3) | +9.50 |" in text  # mean of 77..79 + seed: 78 + 1
     assert "+2.00 [+2.00, +2.00] (paired)" in text
+
+
+def _history_record(p, accs):
+    rec = record(p, accs[-1])
+    rec["history"] = [dict(rec["history"][0], epoch=e + 1, test_acc=a) for e, a in enumerate(accs)]
+    return rec
+
+
+def test_rerun_verdicts_compared_per_measure(tmp_path):
+    """A rerun folder (results/reruns/<label>/runs/) of the same run ids: the report counts, per measure, the claims
+    whose verdict changes. Here BLCL's final-epoch gain is +2 on every seed in both sets, but in the rerun its
+    epochs 8-9 fall, so its last-3 mean gain is no longer significant: 1 of 1 changes under the target's measure,
+    0 of 1 under the final epoch; the ERM runs are rerun identically."""
+    t = TARGETS["blcl-table5"]
+    low = [-2.0, -4.0, 0.5]
+    for p in t.plans("full"):
+        s = p.spec["seed"]
+        erm = [70.0 + 0.5 * s] * 10
+        if p.variant == "erm":
+            committed = rerun = erm
+        elif p.variant == "blcl":
+            committed = [a + 2.0 for a in erm]
+            rerun = [a + 2.0 for a in erm[:7]] + [erm[7] + low[s], erm[8] + low[s], erm[9] + 2.0]
+        else:
+            continue
+        write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{p.run_id}.json"), _history_record(p, committed))
+        write_atomic(str(tmp_path / "results" / "reruns" / "again" / "runs" / t.name / f"{p.run_id}.json"),
+                     _history_record(p, rerun))
+    text = write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
+    section = text.split("#### Verdicts on a rerun (`reruns/again`, budget `full`)")[1].split("\n## ")[0]
+    assert ("mean of last 3 epochs (the target's measure): **1 of 1** verdicts change; "
+            "final epoch: **0 of 1** verdicts change") in section
+    assert "3 of 6 reruns identical to their committed run" in section
+    changed = [ln for ln in section.splitlines() if ln.endswith("**changed** |")]
+    assert len(changed) == 1 and "| mean of last 3 epochs" in changed[0] and "| reproduced +2.00" in changed[0]
+    assert "| not reproduced" in changed[0]
+    glance = text.split("## Claims at a glance")[1].split("\n## ")[0]
+    assert ("- [blcl-table5](#blcl-table5) `full`, rerun `again`: mean of last 3 epochs (the target's measure): "
+            "1 of 1 change; final epoch: 0 of 1 change.") in glance
+    # the committed runs still give the section's verdict
+    assert "+2.00 [+2.00, +2.00] (paired)" in text.split("#### Verdicts on a rerun")[0]
+
+
+def test_no_rerun_no_rerun_block(filled):
+    assert "Verdicts on a rerun" not in filled

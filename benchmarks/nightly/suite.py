@@ -35,7 +35,7 @@ import yaml
 from benchmarks.common import ROOT, _int_at_least, default_data_root, load_needed
 from benchmarks.errors import UsageError
 from benchmarks.run.launchers.jobs import INTERRUPTED, run_jobs, this_job
-from benchmarks.report.markdown import _by_seed, _stats, gain_interval, verdict
+from benchmarks.report.stats import _by_seed, _stats, gain_interval, verdict
 from benchmarks.run.store import index_results, read_record, write_atomic
 from benchmarks.targets.loader import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
 

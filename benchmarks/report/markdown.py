@@ -7,92 +7,17 @@ and figure.
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 
 from benchmarks.report.performance import performance_section
+from benchmarks.report.stability import load_reruns, rerun_lines, rerun_summary
+from benchmarks.report.stats import (_accs, _by_seed, _stats, claim_cells, claim_text, fmt_cell, gain_interval,
+                                      glance_word, interval_text, measured, seeds_text, verdict)
 from benchmarks.run.store import cell_key, load_records
 from benchmarks.targets.loader import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
 
 FIG_DIR = "figures"
-
-
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return mean, std, n
-
-
-def fmt_cell(values: list[float]) -> str:
-    if not values:
-        return "not run"
-    mean, std, n = _stats(values)
-    return f"{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{mean:.2f} (n=1)"
-
-
-def gain_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, float, str] | None:
-    """Mean gain of a over b (seed -> accuracy) with a 95% t interval: paired over seeds when both sides ran the
-    same seeds (same initial weights, batch order and labels per seed), else Welch. None with < 2 runs a side."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.special import stdtrit  # the t quantile (scipy.stats.t.ppf's own routine; a lighter import)
-
-    if set(a) == set(b):
-        d = [a[k] - b[k] for k in sorted(a)]
-        gain, sd, n = _stats(d)
-        half = float(stdtrit(n - 1, 0.975)) * sd / math.sqrt(n)
-        return gain, gain - half, gain + half, "paired"
-    ma, sa, na = _stats(list(a.values()))
-    mb, sb, nb = _stats(list(b.values()))
-    va, vb = sa**2 / na, sb**2 / nb
-    se = math.sqrt(va + vb)
-    gain = ma - mb
-    if se == 0:
-        return gain, gain, gain, "Welch"
-    df = (va + vb) ** 2 / ((va**2 / (na - 1) if va else 0) + (vb**2 / (nb - 1) if vb else 0))
-    half = float(stdtrit(df, 0.975)) * se
-    return gain, gain - half, gain + half, "Welch"
-
-
-def verdict(published_gain: float | None, interval, n_a: int, n_b: int) -> str:
-    if n_a == 0 or n_b == 0:
-        return "not run"
-    if interval is None:
-        return "too few runs for a verdict (need 2+ seeds per side)"
-    gain, lo, hi = interval[:3]
-    if published_gain is None:
-        size = ""
-    elif lo <= published_gain <= hi:
-        size = "; the published gain lies within the interval"
-    else:
-        size = "; the published gain lies outside the interval"
-    if lo > 0:
-        return "gain reproduced (significant)" + size
-    if hi < 0:
-        return "contradicted: the method is significantly worse" + size
-    return "not significant: gain indistinguishable from zero" + size
-
-
-def measured(rec: dict, last_k: int | None = None) -> float | None:
-    """A run's measured accuracy: its last epoch's test accuracy, or with the target's `measure: {last_k: k}` the
-    mean test accuracy of its last k epochs (a constant learning rate under label noise moves the last epoch's by
-    points from one epoch to the next; the mean of k does not depend on which epoch happens to be last)."""
-    if not last_k:
-        return rec["final_test_acc"]
-    tail = [h["test_acc"] for h in rec["history"][-last_k:]]
-    return sum(tail) / len(tail) if tail and None not in tail else None
-
-
-def _accs(recs: list[dict], last_k: int | None = None) -> list[float]:
-    vals = [measured(r, last_k) for r in recs if r["status"] == "ok"]
-    return [v for v in vals if v is not None]
-
-
-def _by_seed(recs: list[dict], last_k: int | None = None) -> dict[int, float]:
-    out = {r["spec"]["seed"]: measured(r, last_k) for r in recs if r["status"] == "ok"}
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def _devices(recs: list[dict]) -> list[str]:
@@ -143,15 +68,6 @@ def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs:
     return out + [""]
 
 
-GLANCE = {"gain reproduced": "reproduced", "not significant": "not reproduced", "contradicted": "contradicted",
-          "not run": "not run", "too few runs": "too few runs"}
-
-
-def glance_word(verdict_text: str) -> str:
-    """The one-word verdict of the summary: reproduced, not reproduced, contradicted, not run, too few runs."""
-    return next(w for prefix, w in GLANCE.items() if verdict_text.startswith(prefix))
-
-
 # figures that read files beside the JSONs (per-sample loss snapshots, embeddings): always redrawn
 READS_FILES = {"loss_embedding", "loss_groups"}
 
@@ -189,8 +105,10 @@ def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, result
 
 
 def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str,
-                  glance: list[dict] | None = None) -> str:
-    """The target's section; each claim's verdict per budget is also appended to `glance` (the summary)."""
+                  glance: list[dict] | None = None, reruns: dict | None = None,
+                  rerun_seen: list[dict] | None = None) -> str:
+    """The target's section; each claim's verdict per budget is also appended to `glance` (the summary), and
+    each rerun that covers the target (`reruns`: label -> cells, see stability.py) to `rerun_seen`."""
     raw = t.raw
     out = [f"## {t.name}: {raw['title']}", "",
            f"Source: {raw.get('source', raw['artifact'])}. Published aggregation: {raw.get('aggregation', 'n/a')}.",
@@ -217,9 +135,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             continue
         plans = t.plans(budget)
         by_cell: dict[tuple, list[dict]] = {}
+        plan_keys: dict[tuple, str] = {}
         for p in plans:
-            by_cell.setdefault((p.row, p.variant, p.compare_as, p.spec["data"]["noise"]["rate"]),
-                               cells.get(cell_key(p.spec), []))
+            key = (p.row, p.variant, p.compare_as, p.spec["data"]["noise"]["rate"])
+            plan_keys.setdefault(key, cell_key(p.spec))
+            by_cell.setdefault(key, cells.get(cell_key(p.spec), []))
         recs_all = [r for rs in by_cell.values() for r in rs]
         if not recs_all and budget != "full":
             continue
@@ -308,33 +228,27 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             pub_head = "Published gain" if budget == "full" else "Published gain (full budget)"
             out += [f"| Claim | Variant | {pub_head} | Measured gain [95% interval] | Verdict (budget `{budget}`) |",
                     "|---|---|---|---|---|"]
-            for c in claims:
-                # a claim names a variant (only its cells) or a published column (every variant compared as it)
-                by_variant = c["method"] in raw["variants"]
-                for (row, v, comp, rate), recs in by_cell.items():
-                    if row != c["row"] or (v if by_variant else comp) != c["method"]:
-                        continue
-                    base = next((rs for (r2, v2, _, rate2), rs in by_cell.items()
-                                 if r2 == row and v2 == c["baseline"] and rate2 == rate), [])
-                    (pm, scaled), (pb, _) = pub_for(row, comp, rate), pub_for(row, t.compare_as(c["baseline"]), rate)
-                    # a value whose row alignment the source lost gives no published gain
-                    pg = (pm["value"] - pb["value"] if pm and pb and not (pm.get("uncertain") or pb.get("uncertain"))
-                          else None)
-                    a, b = _by_seed(recs, last_k), _by_seed(base, last_k)
-                    iv = gain_interval(a, b)
-                    meas = "—" if iv is None else f"{iv[0]:+.2f} [{iv[1]:+.2f}, {iv[2]:+.2f}] ({iv[3]})"
-                    text = c.get("text", c["method"] + " vs " + c["baseline"]) + (f" (noise {rate:g})" if rate else "")
-                    pg_s = "—" if pg is None else f"{pg:+.2f}" + (
-                        f" (the paper's {labels[scale_of[row]]}; for scale)" if scaled else "")
-                    # a CPU-sized row's verdict never tests the paper's gain of another backbone
-                    said = verdict(None if scaled else pg, iv, len(a), len(b))
-                    out.append(f"| {text} | {v} vs {c['baseline']} | {pg_s} | {meas} | {said} |")
-                    if glance is not None:
-                        glance.append({"target": t.name, "paper": raw["paper"], "budget": budget, "claim": text,
-                                       "verdict": glance_word(said), "measured": meas, "published": pg_s,
-                                       "epochs": sorted({p.spec["recipe"]["epochs"] for p in plans if p.row == row}),
-                                       "seeds": sorted(set(a) | set(b))})
+            for c, row, v, comp, rate, recs, base in claim_cells(raw, by_cell):
+                (pm, scaled), (pb, _) = pub_for(row, comp, rate), pub_for(row, t.compare_as(c["baseline"]), rate)
+                # a value whose row alignment the source lost gives no published gain
+                pg = (pm["value"] - pb["value"] if pm and pb and not (pm.get("uncertain") or pb.get("uncertain"))
+                      else None)
+                a, b = _by_seed(recs, last_k), _by_seed(base, last_k)
+                iv = gain_interval(a, b)
+                meas = interval_text(iv)
+                text = claim_text(c, rate)
+                pg_s = "—" if pg is None else f"{pg:+.2f}" + (
+                    f" (the paper's {labels[scale_of[row]]}; for scale)" if scaled else "")
+                # a CPU-sized row's verdict never tests the paper's gain of another backbone
+                said = verdict(None if scaled else pg, iv, len(a), len(b))
+                out.append(f"| {text} | {v} vs {c['baseline']} | {pg_s} | {meas} | {said} |")
+                if glance is not None:
+                    glance.append({"target": t.name, "paper": raw["paper"], "budget": budget, "claim": text,
+                                   "verdict": glance_word(said), "measured": meas, "published": pg_s,
+                                   "epochs": sorted({p.spec["recipe"]["epochs"] for p in plans if p.row == row}),
+                                   "seeds": seeds_text(a, b)})
             out.append("")
+            out += rerun_lines(t, budget, plan_keys, by_cell, reruns or {}, rerun_seen)
         for fig in raw.get("figures", []):
             kind = figure_kind(fig)
             rel = None
@@ -354,7 +268,7 @@ PAPER_NAMES = {"blcl": "BLCL", "dataparams": "Data Parameters", "superloss": "Su
                "ext": "Our own studies"}
 
 
-def claims_at_a_glance(glance: list[dict]) -> list[str]:
+def claims_at_a_glance(glance: list[dict], after_totals: list[str] = ()) -> list[str]:
     """The report's first section: one line per claim (per noise rate) of the four papers and of our studies, with
     its verdict and measured gain per budget that has runs (a claim with none says "not run"), the published gain
     and a link to its target's section."""
@@ -374,6 +288,7 @@ def claims_at_a_glance(glance: list[dict]) -> list[str]:
             counts[g["verdict"]] = counts.get(g["verdict"], 0) + 1
     out += ["Totals (claim x budget run): " + ", ".join(
         f"{n} {w}" for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) + ".", ""]
+    out += list(after_totals)
     for paper, name in PAPER_NAMES.items():
         keys = [k for k in lines if k[0] == paper]
         if not keys:
@@ -384,7 +299,7 @@ def claims_at_a_glance(glance: list[dict]) -> list[str]:
             entries = lines[key]
             ran = [g for g in entries if g["verdict"] != "not run"]
             cells = [f"`{g['budget']}` ({', '.join(map(str, g['epochs']))} ep, seeds "
-                     f"{','.join(map(str, g['seeds']))}): **{g['verdict']}** {g['measured']}" for g in ran]
+                     f"{g['seeds']}): **{g['verdict']}** {g['measured']}" for g in ran]
             full = next((g for g in entries if g["budget"] == "full"), entries[0])
             out.append(f"| {key[2]} | {'; '.join(cells) or 'not run'} | {full['published']} | "
                        f"[{key[1]}](#{key[1]}) |")
@@ -440,10 +355,12 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
         parts += [f"- `{os.path.relpath(p, report_dir)}`: {why}" for p, why in sorted(skipped.items())] + [""]
     parts += published_consistency(targets)
     glance: list[dict] = []
+    reruns, rerun_seen = load_reruns(results), []
     sections = []
     for t in targets.values():
-        sections += [f'<a id="{t.name}"></a>', "", render_target(t, cells, results, report_dir, glance), ""]
-    parts[2:2] = claims_at_a_glance(glance)
+        sections += [f'<a id="{t.name}"></a>', "",
+                     render_target(t, cells, results, report_dir, glance, reruns, rerun_seen), ""]
+    parts[2:2] = claims_at_a_glance(glance, rerun_summary(rerun_seen))
     parts += sections
     parts += [performance_section(results)]  # from results/bench/*.json (./reproduce.sh bench)
     text = "\n".join(parts).rstrip() + "\n"
@@ -456,4 +373,4 @@ def write_report(targets: dict[str, Target], results: str, path: str) -> str:
     return text
 
 
-__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell"]
+__all__ = ["write_report", "load_records", "cell_key", "gain_interval", "verdict", "fmt_cell", "measured"]
