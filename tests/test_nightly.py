@@ -261,3 +261,32 @@ def test_workflow_shape_and_readme():
         for name in ("REPORT.md", "nightly-check.md", "nightly-check.json", "runs/**/*.json"):
             assert f"results-nightly/{job}/{name}" in upload["with"]["path"]
         assert cmd in readme, f"README.md should document {cmd!r}"
+
+
+def test_cells_and_claims_use_the_targets_measure(env, capsys):
+    """ext-noise-fashion declares measure: {last_k: 5}: a run whose last epoch jumps by 10 points (the rest flat)
+    moves its cell by 2, inside the floor when the baseline is made on the same runs, and the baseline says so."""
+    for p in plans():
+        path = os.path.join(env["results"], "runs", p.target, f"{p.run_id}.json")
+        rec = json.load(open(path))
+        acc = rec["final_test_acc"]
+        rec["history"] = [dict(rec["history"][0], epoch=e + 1, test_acc=acc) for e in range(9)]
+        rec["history"].append(dict(rec["history"][0], epoch=10, test_acc=acc + 10.0))
+        rec["final_test_acc"] = acc + 10.0
+        write_atomic(path, rec)
+    assert env["run"]("--update-baseline") == 0
+    base = json.load(open(env["baseline"]))["devices"]["cpu"]
+    cell = base["cells"][CELL % "erm"]
+    assert cell["measure"] == "last_5_mean"
+    assert math.isclose(cell["mean"], ACC["erm"] + 2.0, abs_tol=1e-3)  # (4 x acc + (acc + 10)) / 5 over seeds
+    assert all(c["measure"] == "last_5_mean" for c in base["claims"].values())
+
+
+def test_baseline_of_another_measure_is_no_reference(env, capsys):
+    base = json.load(open(env["baseline"]))
+    for c in list(base["devices"]["cpu"]["cells"].values()) + list(base["devices"]["cpu"]["claims"].values()):
+        c.pop("measure")  # a baseline made before the target declared its measure: the final epoch's
+    write_atomic(env["baseline"], base)
+    assert env["run"]() == 1
+    out = capsys.readouterr().out
+    assert "the baseline measured final_epoch, the target now measures last_5_mean: run --update-baseline" in out

@@ -5,10 +5,12 @@ command runs them into a results folder (default `results-nightly/<suite>/`; the
 a second call resumes), then checks every table cell -- (target, budget, row, variant, noise rate): the runs that
 differ only by seed, as report.py groups them -- and every claim verdict against the checked-in baseline
 `benchmarks/nightly/baselines/<suite>.json` for the device class of the runs (`cpu` or `cuda`, from their provenance).
+A run is measured as the report measures it: the target's `measure` (a constant-lr target's mean test accuracy of
+the last k epochs), else the final epoch's; the baseline records which, and a reference of another measure is no
+reference.
 
-Band rule (issue "Nightly reproduction with tolerance bands"): a cell passes when its measured mean over seeds lies
-within  reference mean +- max(3 x reference seed std / sqrt(n), floor),  n the reference's run count and floor the
-baseline's `floor` (accuracy points) or its per-target override in `target_floors`. A failed or diverged run, a
+Band rule: a cell passes when its measured mean over seeds lies within  reference mean +- max(3 x reference seed
+std / sqrt(n), floor),  n the reference's run count and floor the baseline's `floor` (accuracy points) or its per-target override in `target_floors`. A failed or diverged run, a
 missing run, a cell or claim the baseline lacks, or a claim whose verdict (report.py's 95% t interval over seeds:
 gain reproduced / not significant / contradicted) differs from the baseline's fails the check -- unless the suite
 lists it under `expected_failures` with a reason: it is then shown as "expected" and does not fail.
@@ -35,7 +37,7 @@ import yaml
 from benchmarks.common import ROOT, _int_at_least, default_data_root, load_needed
 from benchmarks.errors import UsageError
 from benchmarks.run.launchers.jobs import INTERRUPTED, run_jobs, this_job
-from benchmarks.report.stats import _by_seed, _stats, gain_interval, verdict
+from benchmarks.report.stats import _accs, _by_seed, _stats, gain_interval, verdict
 from benchmarks.run.store import index_results, read_record, write_atomic
 from benchmarks.targets.loader import BUDGETS, TARGET_DIR, _keys, load_targets, resolve, snapshot_epochs
 
@@ -122,12 +124,23 @@ def cell_id(p) -> str:
 
 # ----------------------------------------------------------------------------------------------- measurement
 
-def measure(plans, results: str) -> dict[str, dict]:
-    """cell id -> its plans' ok records, the run ids that are missing or failed, the provenance of all records."""
+def last_k_of(targets, target: str) -> int | None:
+    """The target's `measure: {last_k: k}` (constant-lr targets: the mean test accuracy of the last k epochs)."""
+    return ((targets or {}).get(target) and (targets[target].raw.get("measure") or {}).get("last_k")) or None
+
+
+def measure_name(last_k: int | None) -> str:
+    return f"last_{last_k}_mean" if last_k else "final_epoch"
+
+
+def measure(plans, results: str, targets=None) -> dict[str, dict]:
+    """cell id -> its plans' ok records, the run ids that are missing or failed, the provenance of all records, and
+    the target's measure (`last_k`: each run's mean test accuracy over its last k epochs; None: the final epoch's)."""
     index = index_results(results)
     cells: dict[str, dict] = {}
     for p in plans:
-        c = cells.setdefault(cell_id(p), {"plan": p, "records": [], "missing": [], "failed": [], "devices": []})
+        c = cells.setdefault(cell_id(p), {"plan": p, "records": [], "missing": [], "failed": [], "devices": [],
+                                          "last_k": last_k_of(targets, p.target)})
         path = index.get(p.run_id)
         rec, why = read_record(path) if path else (None, None)
         if rec is not None:
@@ -160,10 +173,11 @@ def claims(cells: dict[str, dict], targets) -> dict[str, dict]:
                          and b["plan"].spec["data"]["noise"]["rate"] == rate), None)
             if base is None:
                 continue
-            a, b = _by_seed(c["records"]), _by_seed(base["records"])
+            k = last_k_of(targets, p.target)
+            a, b = _by_seed(c["records"], k), _by_seed(base["records"], k)
             iv = gain_interval(a, b)
             key = f"{p.target}/full/{p.row}/{p.variant}-vs-{cl['baseline']}/{rate:g}"
-            out[key] = {"verdict": verdict(None, iv, len(a), len(b)),
+            out[key] = {"verdict": verdict(None, iv, len(a), len(b)), "measure": measure_name(k),
                         "gain": None if iv is None else [round(x, 4) for x in iv[:3]]}
     return out
 
@@ -195,8 +209,9 @@ def make_baseline(suite: str, cells: dict, claim_res: dict, cls: str, old: dict 
             print(f"warning: {cid} left out of the baseline (missing: {c['missing']}, failed: {c['failed']})",
                   file=sys.stderr)
             continue
-        mean, std, n = _stats([r["final_test_acc"] for r in c["records"]])
+        mean, std, n = _stats(_accs(c["records"], c.get("last_k")))
         part["cells"][cid] = {"mean": round(mean, 4), "std": None if n < 2 else round(std, 4), "n": n,
+                              "measure": measure_name(c.get("last_k")),
                               "run_ids": sorted(r["run_id"] for r in c["records"])}
     out["devices"][cls] = part
     return out
@@ -210,8 +225,9 @@ def check(suite: dict, cells: dict, claim_res: dict, baseline: dict, cls: str) -
     expected = {x.get("cell") or x.get("claim"): x["reason"] for x in suite.get("expected_failures") or []}
     rows = []
     for cid, c in cells.items():
-        accs = [r["final_test_acc"] for r in c["records"]]
+        accs = _accs(c["records"], c.get("last_k"))
         mean = _stats(accs)[0] if accs else None
+        now = measure_name(c.get("last_k"))
         row = {"kind": "cell", "id": cid, "reference": None, "band": None, "measured": mean, "n": len(accs),
                "verdict": "ok", "note": ""}
         r = ref["cells"].get(cid)
@@ -224,6 +240,9 @@ def check(suite: dict, cells: dict, claim_res: dict, baseline: dict, cls: str) -
             row.update(verdict="missing", note="no result for " + ", ".join(c["missing"]))
         elif r is None:
             row.update(verdict="no reference", note="cell not in the baseline: run --update-baseline")
+        elif r.get("measure", "final_epoch") != now:  # baselines made before a target declared its measure
+            row.update(verdict="no reference", note=f"the baseline measured {r.get('measure', 'final_epoch')}, the "
+                       f"target now measures {now}: run --update-baseline")
         elif not row["band"][0] <= mean <= row["band"][1]:
             row.update(verdict="drift", note=f"{mean - r['mean']:+.2f} points from the reference")
         rows.append(row)
@@ -234,6 +253,9 @@ def check(suite: dict, cells: dict, claim_res: dict, baseline: dict, cls: str) -
                "note": "" if m["gain"] is None else "gain {:+.2f} [{:+.2f}, {:+.2f}]".format(*m["gain"])}
         if r is None:
             row.update(verdict="no reference", note="claim not in the baseline: run --update-baseline")
+        elif r.get("measure", "final_epoch") != m["measure"]:
+            row.update(verdict="no reference", note=f"the baseline measured {r.get('measure', 'final_epoch')}, the "
+                       f"target now measures {m['measure']}: run --update-baseline")
         elif r["verdict"].split(";")[0] != m["verdict"].split(";")[0]:
             row["verdict"] = "flipped"
             if m["gain"] is not None and r.get("gain") is not None:  # a hint for the reader; the verdict stands
@@ -356,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             _run(args, argv, plans, targets, {p.target: targets[p.target] for p in plans}, results)
             if this_job() is not None:  # a --jobs child trains only; its parent checks
                 return 0
-        cells = measure(plans, results)
+        cells = measure(plans, results, targets)
         cls = device_class(cells)
         if cls is None:
             raise UsageError(f"no finished run of suite {args.suite!r} under {results!r}; run it without --check-only")
