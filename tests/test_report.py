@@ -375,19 +375,24 @@ def test_rerun_verdicts_compared_per_measure(tmp_path):
         write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{p.run_id}.json"), _history_record(p, committed))
         write_atomic(str(tmp_path / "results" / "reruns" / "again" / "runs" / t.name / f"{p.run_id}.json"),
                      _history_record(p, rerun))
+    for p in t.plans("full", seeds=[3]):  # a committed seed the rerun lacks: left out of the comparison
+        if p.variant in ("erm", "blcl"):
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{p.run_id}.json"),
+                         _history_record(p, [70.0 if p.variant == "erm" else 50.0] * 10))
     text = write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
     section = text.split("#### Verdicts on a rerun (`reruns/again`, budget `full`)")[1].split("\n## ")[0]
     assert ("mean of last 3 epochs (the target's measure): **1 of 1** verdicts change; "
             "final epoch: **0 of 1** verdicts change") in section
     assert "3 of 6 reruns identical to their committed run" in section
+    assert "6 runs (seeds 0, 1, 2) trained again" in section and "same spec and seed (6 runs)" in section
     changed = [ln for ln in section.splitlines() if ln.endswith("**changed** |")]
     assert len(changed) == 1 and "| mean of last 3 epochs" in changed[0] and "| reproduced +2.00" in changed[0]
     assert "| not reproduced" in changed[0]
     glance = text.split("## Claims at a glance")[1].split("\n## ")[0]
     assert ("- [blcl-table5](#blcl-table5) `full`, rerun `again`: mean of last 3 epochs (the target's measure): "
             "1 of 1 change; final epoch: 0 of 1 change.") in glance
-    # the committed runs still give the section's verdict
-    assert "+2.00 [+2.00, +2.00] (paired)" in text.split("#### Verdicts on a rerun")[0]
+    # the section's own verdict is the committed runs' over all their seeds (seed 3 included)
+    assert "| blcl vs erm | +1.79 | -3.50 [" in text.split("#### Verdicts on a rerun")[0]
 
 
 def test_no_rerun_no_rerun_block(filled):

@@ -69,16 +69,17 @@ def rerun_lines(t, budget: str, plan_keys: dict[tuple, str], committed_by_cell: 
         recs = [r for rs in rerun_by_cell.values() for r in rs]
         if not recs:
             continue
-        planned = sum(len(rs) for rs in committed_by_cell.values())
+        seeds = sorted({r["spec"]["seed"] for r in recs})
+        committed = {k: [r for r in rs if r["spec"]["seed"] in seeds] for k, rs in committed_by_cell.items()}
         shas = sorted({r["provenance"]["git_sha"][:10] for r in recs})
         days = sorted({r["provenance"]["start"][:10] for r in recs})
-        moves = _run_moves({ck: committed_by_cell[k] for k, ck in plan_keys.items()},
+        moves = _run_moves({ck: committed[k] for k, ck in plan_keys.items()},
                            {ck: rerun_by_cell[k] for k, ck in plan_keys.items()}, last_k)
         measures = ([(f"mean of last {last_k} epochs (the target's measure)", last_k)] if last_k else []) \
             + [("final epoch", None)]
         table, changed = [], {}
         for name, k in measures:
-            before, after = _verdicts(raw, committed_by_cell, k), _verdicts(raw, rerun_by_cell, k)
+            before, after = _verdicts(raw, committed, k), _verdicts(raw, rerun_by_cell, k)
             both = [c for c in before if c in after and "not run" not in (before[c][0], after[c][0])]
             changed[name] = ([c for c in both if before[c][0] != after[c][0]], len(both))
             for c in before:
@@ -87,9 +88,10 @@ def rerun_lines(t, budget: str, plan_keys: dict[tuple, str], committed_by_cell: 
                     table.append(f"| {c} | {name} | {before[c][0]} {before[c][1]} | {after[c][0]} {after[c][1]}{flag} |")
         counts = "; ".join(f"{name}: **{len(ch)} of {n}** verdicts change" for name, (ch, n) in changed.items())
         out += [f"#### Verdicts on a rerun (`{RERUN_DIR}/{label}`, budget `{budget}`)", "",
-                f"The same {len(recs)} of {planned} committed runs trained again ({', '.join(days)}; engine at git "
-                f"{', '.join(shas)}; {'; '.join(sorted({r['provenance']['device'] for r in recs}))}): same specs, "
-                f"seeds and thread count, so only the engine's rounding differs. {counts}.", ""]
+                f"{len(recs)} runs (seeds {', '.join(map(str, seeds))}) trained again ({', '.join(days)}; engine at "
+                f"git {', '.join(shas)}; {'; '.join(sorted({r['provenance']['device'] for r in recs}))}), each "
+                f"compared with the committed run of the same spec and seed ({sum(map(len, committed.values()))} "
+                f"runs): only the engine's rounding differs. {counts}.", ""]
         mv = [f"{moves['identical']} of {moves['pairs']} reruns identical to their committed run (every epoch's test "
               "accuracy)"]
         for name, key in (("final-epoch accuracy", "final"), (f"last-{last_k} mean", "measure")):
