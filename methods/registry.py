@@ -41,8 +41,18 @@ def make_config(name: str, params: dict):
     return cls.Config(**params)
 
 
+# A Config field added after runs were recorded carries `metadata=LATER_READING`: its default is the behaviour those
+# runs had, so while it holds that default it stays out of the spec (and of the run id); another value enters it.
+LATER_READING = {"spec": "omit_default"}
+
+
 def config_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """The config as it enters a run's spec: every field, except a later reading (LATER_READING) at its default."""
+    out = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("spec") == "omit_default" and out[f.name] == f.default:
+            del out[f.name]
+    return out
 
 
 def build_method(name: str, params: dict, num_classes: int, num_train: int) -> Method:

@@ -248,6 +248,34 @@ def test_spl_kept_counts_along_the_schedule(m):
         assert c == m - math.ceil((m - 1) * (1 - p) - 1e-9)
 
 
+@pytest.mark.parametrize("m", [2, 7, 128])
+def test_spl_ramp_reaches_the_whole_batch_at_its_fraction(m):
+    """ramp 0.5: K falls from M - 1 to 0 over the first half of training, K = ceil((M - 1)(1 - p / 0.5)), then 0."""
+    assert kept_count(m, 0.0, 0.5) == 1 and kept_count(m, 0.5, 0.5) == m and kept_count(m, 0.8, 0.5) == m
+    for p in [i / 100 for i in range(51)]:
+        assert kept_count(m, p, 0.5) == m - math.ceil((m - 1) * (1 - p / 0.5) - 1e-9)
+        assert kept_count(m, p / 2, 0.5) == kept_count(m, p, 1.0)  # the same line, twice as fast
+
+
+def test_spl_ramp_is_a_later_reading_outside_the_default_spec():
+    """The default ramp (1.0, the reading every earlier SPL run used) stays out of the spec, so those runs keep
+    their ids; any other ramp enters it; a ramp outside (0, 1] is refused, naming the key."""
+    from methods import config_dict, make_config
+
+    assert config_dict(make_config("spl", {"normalize": "kept"})) == {"normalize": "kept"}
+    assert config_dict(make_config("spl", {"normalize": "kept", "ramp": 1.0})) == {"normalize": "kept"}
+    assert config_dict(make_config("spl", {"ramp": 0.5})) == {"normalize": "kept", "ramp": 0.5}
+    for bad in (0, 1.5, -0.1, True, "half"):
+        with pytest.raises(ValueError, match="ramp="):
+            make_config("spl", {"ramp": bad})
+
+
+def test_spl_ramp_changes_the_kept_samples_in_a_step():
+    losses = torch.tensor([0.5, 3.0, 0.1, 2.0, 1.0])
+    assert spl_weights(losses, 0.25, 0.5).tolist() == [1, 0, 1, 0, 1]  # as progress 0.5 of the whole-training line
+    assert spl_weights(losses, 0.5, 0.5).tolist() == [1, 1, 1, 1, 1]
+
+
 def test_spl_weights_keep_the_smallest_losses():
     losses = torch.tensor([0.5, 3.0, 0.1, 2.0, 1.0])
     assert spl_weights(losses, 0.0).tolist() == [0, 0, 1, 0, 0]
