@@ -390,7 +390,12 @@ def test_rerun_verdicts_compared_per_measure(tmp_path):
     assert "| not reproduced" in changed[0]
     glance = text.split("## Claims at a glance")[1].split("\n## ")[0]
     assert ("- [blcl-table5](#blcl-table5) `full`, rerun `again`: mean of last 3 epochs (the target's measure): "
-            "1 of 1 change; final epoch: 0 of 1 change.") in glance
+            "1 of 1 change at the rerun's seeds, 0 of 1 at all the study's seeds; final epoch: 0 of 1 change at the "
+            "rerun's seeds, 0 of 1 at all the study's seeds.") in glance
+    # at all four seeds (seed 3's gain -20 dominates) the rerun's runs in place of seeds 0-2 change no verdict
+    assert ("At all the study's seeds (0, 1, 2, 3), with the rerun's runs in place of the committed ones of seeds "
+            "0, 1, 2, the verdicts that change: mean of last 3 epochs (the target's measure): **0 of 1**; "
+            "final epoch: **0 of 1**") in section
     # the section's own verdict is the committed runs' over all their seeds (seed 3 included)
     assert "| blcl vs erm | +1.79 | -3.50 [" in text.split("#### Verdicts on a rerun")[0]
 

@@ -87,6 +87,21 @@ def rerun_lines(t, budget: str, plan_keys: dict[tuple, str], committed_by_cell: 
                     flag = " **changed**" if c in changed[name][0] else ""
                     table.append(f"| {c} | {name} | {before[c][0]} {before[c][1]} | {after[c][0]} {after[c][1]}{flag} |")
         counts = "; ".join(f"{name}: **{len(ch)} of {n}** verdicts change" for name, (ch, n) in changed.items())
+        more = sorted({r["spec"]["seed"] for rs in committed_by_cell.values() for r in rs} - set(seeds))
+        if more:  # the study at all its seeds, the rerun's runs standing in for the committed ones of their seeds
+            swapped = {k: rerun_by_cell[k] + [r for r in rs if r["spec"]["seed"] in more]
+                       for k, rs in committed_by_cell.items()}
+            subs = []
+            for name, k in measures:
+                before, after = _verdicts(raw, committed_by_cell, k), _verdicts(raw, swapped, k)
+                both = [c for c in before if c in after and "not run" not in (before[c][0], after[c][0])]
+                flips = [c for c in both if before[c][0] != after[c][0]]
+                subs.append(f"{name}: **{len(flips)} of {len(both)}**"
+                            + (f" ({'; '.join(flips)})" if flips else ""))
+                changed[name] += (len(flips), len(both))
+            counts += (f". At all the study's seeds ({', '.join(map(str, seeds + more))}), with the rerun's runs in "
+                       f"place of the committed ones of seeds {', '.join(map(str, seeds))}, the verdicts that change: "
+                       + "; ".join(subs))
         out += [f"#### Verdicts on a rerun (`{RERUN_DIR}/{label}`, budget `{budget}`)", "",
                 f"{len(recs)} runs (seeds {', '.join(map(str, seeds))}) trained again ({', '.join(days)}; engine at "
                 f"git {', '.join(shas)}; {'; '.join(sorted({r['provenance']['device'] for r in recs}))}), each "
@@ -111,6 +126,7 @@ def rerun_summary(summary: list[dict]) -> list[str]:
     out = ["Verdicts on a rerun (the same runs trained again with today's engine; details in each target's section):",
            ""]
     for s in summary:
-        parts = [f"{name}: {len(ch)} of {n} change" for name, (ch, n) in s["changed"].items()]
+        parts = [f"{name}: {len(v[0])} of {v[1]} change at the rerun's seeds"
+                 + (f", {v[2]} of {v[3]} at all the study's seeds" if len(v) > 2 else "") for name, v in s["changed"].items()]
         out.append(f"- [{s['target']}](#{s['target']}) `{s['budget']}`, rerun `{s['label']}`: " + "; ".join(parts) + ".")
     return out + [""]
