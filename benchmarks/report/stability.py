@@ -39,6 +39,13 @@ def _verdicts(raw: dict, by_cell: dict, last_k: int | None) -> dict[str, tuple[s
     return out
 
 
+def _compare(raw: dict, before_cells: dict, after_cells: dict, last_k: int | None):
+    """(verdicts before, verdicts after, claims whose verdict changed, claims run in both)."""
+    before, after = _verdicts(raw, before_cells, last_k), _verdicts(raw, after_cells, last_k)
+    both = [c for c in before if c in after and "not run" not in (before[c][0], after[c][0])]
+    return before, after, [c for c in both if before[c][0] != after[c][0]], len(both)
+
+
 def _run_moves(committed: dict, rerun: dict, last_k: int | None) -> dict:
     """How far the rerun's runs moved from the committed runs of the same spec and seed."""
     pairs = []
@@ -79,9 +86,8 @@ def rerun_lines(t, budget: str, plan_keys: dict[tuple, str], committed_by_cell: 
             + [("final epoch", None)]
         table, changed = [], {}
         for name, k in measures:
-            before, after = _verdicts(raw, committed, k), _verdicts(raw, rerun_by_cell, k)
-            both = [c for c in before if c in after and "not run" not in (before[c][0], after[c][0])]
-            changed[name] = ([c for c in both if before[c][0] != after[c][0]], len(both))
+            before, after, flips, n = _compare(raw, committed, rerun_by_cell, k)
+            changed[name] = (flips, n)
             for c in before:
                 if c in after:
                     flag = " **changed**" if c in changed[name][0] else ""
@@ -93,12 +99,9 @@ def rerun_lines(t, budget: str, plan_keys: dict[tuple, str], committed_by_cell: 
                        for k, rs in committed_by_cell.items()}
             subs = []
             for name, k in measures:
-                before, after = _verdicts(raw, committed_by_cell, k), _verdicts(raw, swapped, k)
-                both = [c for c in before if c in after and "not run" not in (before[c][0], after[c][0])]
-                flips = [c for c in both if before[c][0] != after[c][0]]
-                subs.append(f"{name}: **{len(flips)} of {len(both)}**"
-                            + (f" ({'; '.join(flips)})" if flips else ""))
-                changed[name] += (len(flips), len(both))
+                _, _, flips, n = _compare(raw, committed_by_cell, swapped, k)
+                subs.append(f"{name}: **{len(flips)} of {n}**" + (f" ({'; '.join(flips)})" if flips else ""))
+                changed[name] += (len(flips), n)
             counts += (f". At all the study's seeds ({', '.join(map(str, seeds + more))}), with the rerun's runs in "
                        f"place of the committed ones of seeds {', '.join(map(str, seeds))}, the verdicts that change: "
                        + "; ".join(subs))
