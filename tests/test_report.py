@@ -269,7 +269,7 @@ def test_teacher_per_seed_cells_report_every_seed(tmp_path):
     assert "| EXT Study: curriculum distillation on Fashion-MNIST | 6 / 12 |" in text
 
 
-def _table1(tmp_path, budget, accs, source=None):
+def _table1(tmp_path, budget, accs, source=None, engine=None):
     """blcl-table1's ResNet-20 row at `budget`: variant -> accuracy per seed (seed index)."""
     t = TARGETS["blcl-table1"]
     for plan in t.plans(budget):
@@ -277,6 +277,8 @@ def _table1(tmp_path, budget, accs, source=None):
             rec = record(plan, accs[plan.variant][plan.spec["seed"]])
             if source:
                 rec["provenance"]["data_source"] = source
+            if engine:
+                rec["provenance"]["engine"] = engine
             assert problems(rec) == []
             write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
     return write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md"))
@@ -302,6 +304,14 @@ def test_outside_anchor_next_to_the_full_budget_run(tmp_path):
 def test_outside_anchor_within_tolerance(tmp_path):
     text = _section(_table1(tmp_path, "full", {"erm": [91.0]}), "blcl-table1", "full")
     assert "| -0.25 | within 0.5 points or above |" in _line(text, "| ResNet-20 | erm | 91.25 |")
+    # no engine options recorded: said so, not assumed
+    assert "Computed with: ResNet-20 erm: seed 0, 1 epochs, float32 (engine options not recorded), cpu (test)." in text
+
+
+def test_outside_anchor_says_its_arithmetic(tmp_path):
+    engine = {"amp": "bf16", "channels_last": True, "compile": False, "fused": True, "pack": 1}
+    text = _section(_table1(tmp_path, "full", {"erm": [91.0]}, engine=engine), "blcl-table1", "full")
+    assert "Computed with: ResNet-20 erm: seed 0, 1 epochs, bf16 autocast (weights and optimizer in float32)" in text
 
 
 def test_reduced_budget_labelled_and_given_verdicts(tmp_path):

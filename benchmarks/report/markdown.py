@@ -50,6 +50,7 @@ def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs:
         return []
     out = ["Outside anchors (numbers from outside the paper for the same network and recipe):", "",
            "| Row | Method | Reference | Source | Measured | Measured − reference | Check |", "|---|---|---|---|---|---|---|"]
+    how: dict[tuple, str] = {}
     for e in ext:
         recs = next((rs for (row, v, _, rate), rs in by_cell.items() if row == e["row"] and v == e["variant"]
                      and rate == 0.0), [])
@@ -65,7 +66,23 @@ def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs:
                      f"schedule, evaluation mode)**")
         out.append(f"| {labels[e['row']]} | {e['variant']} | {e['value']:.2f} | {e['source']} | {fmt_cell(accs)} "
                    f"| {diff} | {check} |")
-    return out + [""]
+        if accs:
+            how[(e["row"], e["variant"])] = f"{labels[e['row']]} {e['variant']}: {computed_with(recs)}"
+    return out + [""] + [f"Computed with: {'; '.join(how.values())}.", ""] * bool(how)
+
+
+def computed_with(recs: list[dict]) -> str:
+    """Seeds, device and arithmetic of a cell's runs (`provenance.engine`): an outside anchor is a recipe check,
+    so a reader must see whether it ran in float32 or under bf16 autocast."""
+    ok = [r for r in recs if r["status"] == "ok"]
+    seeds = ",".join(str(s) for s in sorted({r["spec"]["seed"] for r in ok}))
+    arith = sorted({"bf16 autocast (weights and optimizer in float32)"
+                    if (r["provenance"].get("engine") or {}).get("amp") == "bf16" else
+                    "float32" if r["provenance"].get("engine") else "float32 (engine options not recorded)"
+                    for r in ok})
+    epochs = sorted({len(r["history"]) for r in ok})
+    return (f"seed {seeds}, {'/'.join(map(str, epochs))} epochs, {', '.join(arith)}, "
+            f"{'; '.join(sorted({r['provenance']['device'] for r in ok}))}")
 
 
 # figures that read files beside the JSONs (per-sample loss snapshots, embeddings): always redrawn
