@@ -412,3 +412,39 @@ def test_rerun_verdicts_compared_per_measure(tmp_path):
 
 def test_no_rerun_no_rerun_block(filled):
     assert "Verdicts on a rerun" not in filled
+
+
+def test_figure_from_files_kept_in_a_clone_without_them(tmp_path, monkeypatch):
+    """loss_groups reads snapshot files that may live only under checkpoints/ of the clone that trained them: a
+    clone without them keeps the committed PNG while the same runs (same file sha256) stand behind it."""
+    import benchmarks.report.figures as figures
+    from benchmarks.report.markdown import draw_cached
+
+    monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path / "cache"))
+    results, out = tmp_path / "results", tmp_path / "results" / "figures" / "t"
+    snap = tmp_path / "checkpoints" / "r1.snapshots.npz"
+    snap.parent.mkdir(parents=True)
+    snap.write_bytes(b"x")
+    rec = {"run_id": "r1", "status": "ok", "extras": {"snapshots": {"file": "checkpoints/r1.snapshots.npz",
+                                                                   "sha256": "aa"}}}
+    calls = []
+
+    def fake_draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=None, results=None):
+        calls.append(kind)
+        if not snap.exists():
+            return None
+        os.makedirs(out_dir, exist_ok=True)
+        p = os.path.join(out_dir, f"{budget}-{kind}.png")
+        open(p, "wb").write(b"png")
+        return p
+
+    monkeypatch.setattr(figures, "draw", fake_draw)
+    t = TARGETS["superloss-fig4"]
+    args = ("loss_groups", t, "reduced", {("a", "b", "b", 0.6): [rec]}, {}, str(out), [])
+    png = draw_cached(*args, spec={}, results=str(results))
+    assert png and json.load(open(png + ".inputs.json")) == {"runs": [["r1", "aa"]]} and len(calls) == 1
+    snap.unlink()  # a fresh clone: the snapshot file is not there
+    assert draw_cached(*args, spec={}, results=str(results)) == png and len(calls) == 1  # kept, not redrawn
+    other = dict(rec, extras={"snapshots": {"file": "checkpoints/r1.snapshots.npz", "sha256": "bb"}})
+    assert draw_cached("loss_groups", t, "reduced", {("a", "b", "b", 0.6): [other]}, {}, str(out), [],
+                       spec={}, results=str(results)) is None  # another run behind it: not kept

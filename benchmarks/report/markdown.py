@@ -116,9 +116,48 @@ def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, result
         return None
     from benchmarks.report.figures import draw
 
+    side = _FileInputs(path, by_cell, results) if kind in READS_FILES else None
+    if side and side.kept():
+        return path
     rel = draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=spec, results=results)
     cache.put(os.path.abspath(path), key if rel else f"{key}:nothing")
+    if side and rel:
+        side.record()
     return rel
+
+
+class _FileInputs:
+    """A figure drawn from files beside the JSONs: snapshots over the git size limit live under checkpoints/, in
+    the clone that trained them only. A sidecar `<png>.inputs.json` (in git) names the runs and the sha256 of the
+    files the PNG was drawn from; a clone missing some of those files keeps the committed PNG exactly, while the
+    same runs with the same files stand behind it, instead of redrawing it from fewer runs or dropping it."""
+
+    def __init__(self, path: str, by_cell: dict, results: str):
+        base = os.path.dirname(os.path.abspath(results))
+        recs = [r for rs in by_cell.values() for r in rs if r["status"] == "ok" and r["extras"].get("snapshots")]
+        self.path, self.side = path, f"{path}.inputs.json"
+        self.used = sorted([r["run_id"], r["extras"]["snapshots"].get("sha256")] for r in recs)
+        self.complete = all(os.path.isfile(os.path.join(base, r["extras"]["snapshots"].get("file", "")))
+                            for r in recs)
+
+    def kept(self) -> bool:
+        import json
+
+        if self.complete or not self.used or not os.path.isfile(self.path):
+            return False
+        try:
+            with open(self.side) as f:
+                return json.load(f)["runs"] == self.used
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def record(self) -> None:
+        import json
+
+        if self.complete:  # drawn from every run's files: what the PNG stands for
+            with open(f"{self.side}.tmp", "w") as f:
+                json.dump({"runs": self.used}, f, indent=1)
+            os.replace(f"{self.side}.tmp", self.side)
 
 
 def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str,
