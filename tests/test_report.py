@@ -448,3 +448,20 @@ def test_figure_from_files_kept_in_a_clone_without_them(tmp_path, monkeypatch):
     other = dict(rec, extras={"snapshots": {"file": "checkpoints/r1.snapshots.npz", "sha256": "bb"}})
     assert draw_cached("loss_groups", t, "reduced", {("a", "b", "b", 0.6): [other]}, {}, str(out), [],
                        spec={}, results=str(results)) is None  # another run behind it: not kept
+
+
+def test_saturated_rows_counted_per_run(tmp_path):
+    """issue 19: how often the two Data Parameters readings can differ (in-batch rows with a zero gradient)."""
+    t = TARGETS["dataparams-table2"]
+    for plan in t.plans("full"):
+        if plan.row == "cpu-cifar10-uniform" and plan.variant == "dp-inst" and plan.spec["seed"] < 2:
+            rec = record(plan, 80.0)
+            rec["history"] = [dict(rec["history"][0], epoch=e, extras={"saturated_rows_instance": n})
+                              for e, n in ((1, 0), (2, 3), (3, 1500 * (plan.spec["seed"] + 1)))]
+            assert problems(rec) == []
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
+    text = write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md"))
+    assert "exactly zero in float32" in text
+    line = _line(text, "- CPU row: CIFAR-10, 40% noise (uniform), ResNet-8, 20 epochs, noise 0.4, dp-inst")
+    assert "dp-inst (instance level, skip_rows zero_grad): seed 0: 1,503 rows, epochs 2-3 (2 of 3); " \
+           "seed 1: 3,003 rows, epochs 2-3 (2 of 3)" in line, line

@@ -11,6 +11,7 @@ import os
 import tempfile
 
 from benchmarks.report.performance import performance_section
+from benchmarks.report.readings import saturation_lines
 from benchmarks.report.stability import load_reruns, rerun_lines, rerun_summary
 from benchmarks.report.stats import (_accs, _by_seed, _stats, claim_cells, claim_text, fmt_cell, gain_interval,
                                       glance_word, interval_text, measured, seeds_text, verdict)
@@ -279,6 +280,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     "them for scale only):", ""]
             out += [f"- {labels[r['id']]}: {r['reason'].strip()}" for r in sized] + [""]
         out += external_rows(raw, budget, by_cell, labels, epochs)
+        out += saturation_lines(by_cell, labels)
         claims = raw.get("claims", []) if budget != "smoke" and (budget == "full" or recs_all) else []
         if claims:
             pub_head = "Published gain" if budget == "full" else "Published gain (full budget)"
