@@ -75,8 +75,8 @@ def test_cifar10_workload(tiny):
     the same images, the matmul rate, the FLOPs and what they give per path, the whole-run figure."""
     _, res = tiny
     w = res["workloads"]["cifar10-resnet20"]
-    assert set(w["paths"]) == {"anchor", "engine", "engine-eager-nchw", "engine-compiled"}
-    for name in ("anchor", "engine", "engine-eager-nchw"):
+    assert set(w["paths"]) == {"anchor", "engine", "engine-eager-nchw", "engine-compiled", "engine-bf16"}
+    for name in ("anchor", "engine", "engine-eager-nchw", "engine-bf16"):
         p = w["paths"][name]
         assert p["status"] == "ok", (name, p)
         assert p["images"] == 256 and len(p["rounds_s"]) == res["rounds"] and all(s > 0 for s in p["rounds_s"])
@@ -87,6 +87,11 @@ def test_cifar10_workload(tiny):
     assert w["paths"]["engine"].get("options") is None  # the bench's own options (res["engine_options"])
     assert w["paths"]["engine-eager-nchw"]["options"] == {"amp": "none", "channels_last": False, "compile": False,
                                                           "fused": False}
+    # another arithmetic, measured beside the float32 default (engine/options.py: why the default stays float32)
+    assert w["paths"]["engine-bf16"]["options"] == {"amp": "bf16", "channels_last": True, "compile": False,
+                                                    "fused": True}
+    bf = res["matmul_bf16"]
+    assert bf["status"] == "ok" and bf["dtype"] == "bfloat16" and bf["gflops"] > 0
     c = w["paths"]["engine-compiled"]  # tiny: skipped (compiling takes tens of seconds on a CPU), with a reason
     assert c["status"] == "skipped" and "--size tiny" in c["reason"]
     assert w["spec"]["data"]["dataset"] == "cifar10" and w["spec"]["data"]["train_subset"] == 256
@@ -108,7 +113,7 @@ def test_cifar10_workload(tiny):
     wr = w["whole_run"]
     assert wr["epochs"] == 160 and wr["images_per_epoch"] == 50_000 and wr["seconds"]["engine-compiled"] is None
     assert math.isclose(wr["seconds"]["engine"], 160 * 50_000 / w["paths"]["engine"]["images_per_s"])
-    assert wr["fastest"] in ("anchor", "engine", "engine-eager-nchw")
+    assert wr["fastest"] in ("anchor", "engine", "engine-eager-nchw", "engine-bf16")
     assert any("MD5" in n for n in w["notes"])  # why torchvision's own check is skipped
 
 

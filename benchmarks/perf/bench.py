@@ -643,6 +643,8 @@ def main(argv=None) -> int:
                                         if compiled else "--cifar10-compiled off" if args.cifar10_compiled == "off"
                                         else "--size tiny: torch.compile of ResNet-20 takes 15-60 s on a CPU, too "
                                         "slow for a smoke run (--cifar10-compiled on runs it)")}
+        if not cuda:  # on CUDA the default already is bf16; on a CPU with native bf16 it may pay (engine/options.py)
+            variants["engine-bf16"] = dataclasses.replace(options, amp="bf16", channels_last=True, fused=True)
         c10_notes = [
             f"{CIFAR10_NAME}: real CIFAR-10 ({src.get('copy', 'torchvision archive')} under {root}, decoded and "
             f"sha256-checked by data.load_dataset); {n10} training images per epoch on every path"
@@ -658,7 +660,9 @@ def main(argv=None) -> int:
             f"{CIFAR10_NAME} engine paths: engine = the bench's options ({options.record()}); engine-eager-nchw = "
             f"--fast off (NCHW fp32 eager); engine-compiled = torch.compile + channels_last + fused, its compile_s "
             f"(first epoch minus a steady one, first round, fresh compile) counted in whole_run "
-            f"({WHOLE_RUN_EPOCHS} epochs of 50,000 images)",
+            f"({WHOLE_RUN_EPOCHS} epochs of 50,000 images)" + ("" if cuda else "; engine-bf16 = the engine under bf16 "
+            "autocast (weights and optimizer float32): another arithmetic, so the CPU default stays float32 whatever "
+            "its speed, and `--fast on` is the explicit choice"),
             f"{CIFAR10_NAME} FLOPs: ResNet-20 forward {flops['forward_per_image'] / 1e6:.1f} MFLOP per image "
             f"(FlopCounterMode), training = 3 x forward; of_matmul_peak = training GFLOP/s / the fp32 matmul rate"]
         workloads.append(Workload(
@@ -678,6 +682,11 @@ def main(argv=None) -> int:
         print(f"matmul: {mm[0]}x{mm[0]} fp32 torch.mm, {matmul['gflops']:.1f} GFLOP/s (median of {mm[1]})", flush=True)
     except Exception as e:
         matmul = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+    try:  # what bf16 autocast can gain here (native bf16 on some CPUs, emulated on others)
+        matmul_bf16 = matmul_rate(device, *mm, dtype="bfloat16")
+        print(f"matmul: {mm[0]}x{mm[0]} bf16 torch.mm, {matmul_bf16['gflops']:.1f} GFLOP/s", flush=True)
+    except Exception as e:
+        matmul_bf16 = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()  # a shared machine: other jobs' load, read with the per-round spread
@@ -696,7 +705,7 @@ def main(argv=None) -> int:
                 "engine_options": options.record(), "wall_seconds": round(time.perf_counter() - t_start, 1),
                 "load_average": {"start": [round(v, 2) for v in load_start],
                                  "end": [round(v, 2) for v in os.getloadavg()]},
-                "matmul": matmul, "workloads": wl, "overhead": overhead,
+                "matmul": matmul, "matmul_bf16": matmul_bf16, "workloads": wl, "overhead": overhead,
                 "targets": targets(device.type, args.size, wl, overhead)}
 
     for r in range(rounds):
@@ -753,8 +762,10 @@ def render_table(res: dict) -> str:
     lines = [f"{'workload':<17} {'path':<17} {'s/epoch min':>11} {'median':>8} {'images/s':>10}  ratio"]
     mm = res.get("matmul") or {}
     if mm.get("status") == "ok":
+        bf = res.get("matmul_bf16") or {}
         lines.insert(0, f"matmul ({mm['n']}x{mm['n']} fp32 torch.mm, median of {mm['reps']}): "
-                        f"{mm['gflops']:.1f} GFLOP/s")
+                        f"{mm['gflops']:.1f} GFLOP/s" + (f"; bf16 {bf['gflops']:.1f} GFLOP/s"
+                                                         if bf.get("status") == "ok" else ""))
     for name, w in res["workloads"].items():
         if w.get("status") == "skipped":
             lines.append(f"{name:<17} skipped: {w['reason']}")

@@ -6,13 +6,14 @@ import statistics
 import time
 
 
-def matmul_rate(device, n: int = 4096, reps: int = 5) -> dict:
-    """The FLOP rate one large fp32 matmul (`torch.mm`, n x n by n x n) reaches here: one warm-up, then `reps`
-    timed products; GFLOP/s = 2 n^3 / the median seconds. What the bench calls this machine's matmul peak."""
+def matmul_rate(device, n: int = 4096, reps: int = 5, dtype: str = "float32") -> dict:
+    """The FLOP rate one large matmul (`torch.mm`, n x n by n x n, fp32 unless `dtype`) reaches here: one warm-up,
+    then `reps` timed products; GFLOP/s = 2 n^3 / the median seconds. The fp32 rate is what the bench calls this
+    machine's matmul peak; the bf16 one says what bf16 autocast can gain."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=getattr(torch, dtype)) for _ in range(2))
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.mm(a, b)
     sync()
@@ -23,7 +24,7 @@ def matmul_rate(device, n: int = 4096, reps: int = 5) -> dict:
         sync()
         secs.append(time.perf_counter() - t0)
     med = statistics.median(secs)
-    rec = {"status": "ok", "op": "torch.mm", "dtype": "float32", "n": n, "reps": reps,
+    rec = {"status": "ok", "op": "torch.mm", "dtype": dtype, "n": n, "reps": reps,
            "seconds": [round(s, 5) for s in secs], "seconds_median": med, "gflops": 2 * n ** 3 / med / 1e9,
            "threads": torch.get_num_threads()}
     if device.type == "cuda":
