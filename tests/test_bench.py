@@ -92,6 +92,8 @@ def test_cifar10_workload(tiny):
                                                     "fused": True}
     bf = res["matmul_bf16"]
     assert bf["status"] == "ok" and bf["dtype"] == "bfloat16" and bf["gflops"] > 0
+    p = w["paths"]["engine-bf16"]  # its share is of the bf16 matmul rate, its own arithmetic's peak
+    assert math.isclose(p["of_matmul_peak"], p["train_gflops_per_s"] / bf["gflops"])
     c = w["paths"]["engine-compiled"]  # tiny: skipped (compiling takes tens of seconds on a CPU), with a reason
     assert c["status"] == "skipped" and "--size tiny" in c["reason"]
     assert w["spec"]["data"]["dataset"] == "cifar10" and w["spec"]["data"]["train_subset"] == 256
@@ -167,6 +169,11 @@ def test_whole_run_counts_compile_once():
     assert wr["fastest"] == "engine-compiled"
     assert bench.whole_run(dict(paths, **{"engine-compiled": dict(paths["engine-compiled"], compile_s=4000.0)}),
                            160, 50_000)["fastest"] == "engine"
+    # bf16 autocast is another arithmetic: "fastest" names the float32 default's, the other is named apart
+    bf = dict(paths, **{"engine-bf16": {"status": "ok", "images_per_s": 1300.0,
+                                        "options": {"amp": "bf16", "channels_last": True}}})
+    wr = bench.whole_run(bf, 160, 50_000)
+    assert wr["fastest"] == "engine-compiled" and wr["fastest_any_arithmetic"] == "engine-bf16"
 
 
 def test_cifar10_target():

@@ -305,13 +305,15 @@ def test_outside_anchor_within_tolerance(tmp_path):
     text = _section(_table1(tmp_path, "full", {"erm": [91.0]}), "blcl-table1", "full")
     assert "| -0.25 | within 0.5 points or above |" in _line(text, "| ResNet-20 | erm | 91.25 |")
     # no engine options recorded: said so, not assumed
-    assert "Computed with: ResNet-20 erm: seed 0, 1 epochs, float32 (engine options not recorded), cpu (test)." in text
+    assert "Computed with: ResNet-20 erm: seed 0, 1 epoch, float32 (engine options not recorded), cpu (test)." in text
 
 
 def test_outside_anchor_says_its_arithmetic(tmp_path):
     engine = {"amp": "bf16", "channels_last": True, "compile": False, "fused": True, "pack": 1}
     text = _section(_table1(tmp_path, "full", {"erm": [91.0]}, engine=engine), "blcl-table1", "full")
-    assert "Computed with: ResNet-20 erm: seed 0, 1 epochs, bf16 autocast (weights and optimizer in float32)" in text
+    assert "Computed with: ResNet-20 erm: seed 0, 1 epoch, bf16 autocast (weights and optimizer in float32)" in text
+    with pytest.raises(ValueError, match="amp='fp8'; allowed"):
+        _table1(tmp_path, "full", {"erm": [91.0]}, engine=dict(engine, amp="fp8"))
 
 
 def test_reduced_budget_labelled_and_given_verdicts(tmp_path):
@@ -416,38 +418,55 @@ def test_no_rerun_no_rerun_block(filled):
 
 def test_figure_from_files_kept_in_a_clone_without_them(tmp_path, monkeypatch):
     """loss_groups reads snapshot files that may live only under checkpoints/ of the clone that trained them: a
-    clone without them keeps the committed PNG while the same runs (same file sha256) stand behind it."""
+    clone missing any of them keeps the committed PNG while the same settings and runs (same file sha256) stand
+    behind it, and never redraws it from fewer runs."""
+    import hashlib
+
     import benchmarks.report.figures as figures
     from benchmarks.report.markdown import draw_cached
 
     monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path / "cache"))
     results, out = tmp_path / "results", tmp_path / "results" / "figures" / "t"
-    snap = tmp_path / "checkpoints" / "r1.snapshots.npz"
-    snap.parent.mkdir(parents=True)
-    snap.write_bytes(b"x")
-    rec = {"run_id": "r1", "status": "ok", "extras": {"snapshots": {"file": "checkpoints/r1.snapshots.npz",
-                                                                   "sha256": "aa"}}}
-    calls = []
+    (tmp_path / "results" / "embeddings").mkdir(parents=True)
+    (tmp_path / "results" / "embeddings" / "e.npz").write_bytes(b"xy")
+    (tmp_path / "checkpoints").mkdir()
+    recs = []
+    for rid in ("r1", "r2"):
+        f = tmp_path / "checkpoints" / f"{rid}.snapshots.npz"
+        f.write_bytes(rid.encode())
+        recs.append({"run_id": rid, "status": "ok", "extras": {"snapshots": {
+            "file": f"checkpoints/{rid}.snapshots.npz", "embedding": "results/embeddings/e.npz",
+            "sha256": hashlib.sha256(rid.encode()).hexdigest()}}})
+    drawn = []
 
     def fake_draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=None, results=None):
-        calls.append(kind)
-        if not snap.exists():
-            return None
+        drawn.append(kind)
         os.makedirs(out_dir, exist_ok=True)
         p = os.path.join(out_dir, f"{budget}-{kind}.png")
-        open(p, "wb").write(b"png")
+        open(p, "wb").write(b"png %d" % len(drawn))
         return p
 
     monkeypatch.setattr(figures, "draw", fake_draw)
     t = TARGETS["superloss-fig4"]
-    args = ("loss_groups", t, "reduced", {("a", "b", "b", 0.6): [rec]}, {}, str(out), [])
-    png = draw_cached(*args, spec={}, results=str(results))
-    assert png and json.load(open(png + ".inputs.json")) == {"runs": [["r1", "aa"]]} and len(calls) == 1
-    snap.unlink()  # a fresh clone: the snapshot file is not there
-    assert draw_cached(*args, spec={}, results=str(results)) == png and len(calls) == 1  # kept, not redrawn
-    other = dict(rec, extras={"snapshots": {"file": "checkpoints/r1.snapshots.npz", "sha256": "bb"}})
-    assert draw_cached("loss_groups", t, "reduced", {("a", "b", "b", 0.6): [other]}, {}, str(out), [],
-                       spec={}, results=str(results)) is None  # another run behind it: not kept
+
+    def call(rs, spec=None):
+        return draw_cached("loss_groups", t, "reduced", {("a", "b", "b", 0.6): rs}, {}, str(out), [],
+                           spec=spec or {}, results=str(results))
+
+    png = call(recs)
+    side = json.load(open(png + ".inputs.json"))
+    assert side["runs"] == [[r["run_id"], r["extras"]["snapshots"]["sha256"]] for r in recs] and len(drawn) == 1
+    (tmp_path / "checkpoints" / "r2.snapshots.npz").unlink()  # a clone with only some of the files
+    assert call(recs) == png and len(drawn) == 1 and open(png, "rb").read() == b"png 1"  # kept, not redrawn
+    assert call(recs, spec={"split_epoch": 5}) == png and len(drawn) == 2  # other settings: drawn anew...
+    assert not os.path.exists(png + ".inputs.json")  # ...from fewer files: the PNG no longer stands for the runs
+    json.dump(side, open(png + ".inputs.json", "w"))  # the committed PNG and sidecar back (a fresh clone)
+    open(png, "wb").write(b"png 1")
+    (tmp_path / "checkpoints" / "r2.snapshots.npz").write_bytes(b"stale")  # a file with another sha256
+    assert call(recs) == png and len(drawn) == 2  # counts as missing: the recorded PNG is kept
+    other = [recs[0], dict(recs[1], run_id="r3")]
+    assert call(other) == png and len(drawn) == 3  # other runs: drawn anew, never the kept PNG
+    assert not os.path.exists(png + ".inputs.json") and call(recs) == png and len(drawn) == 4
 
 
 def test_saturated_rows_counted_per_run(tmp_path):
@@ -456,12 +475,16 @@ def test_saturated_rows_counted_per_run(tmp_path):
     for plan in t.plans("full"):
         if plan.row == "cpu-cifar10-uniform" and plan.variant == "dp-inst" and plan.spec["seed"] < 2:
             rec = record(plan, 80.0)
-            rec["history"] = [dict(rec["history"][0], epoch=e, extras={"saturated_rows_instance": n})
+            rec["history"] = [dict(rec["history"][0], epoch=e, extras={"saturated_rows_instance": n,
+                                                                         "saturated_rows_class": int(e == 1)})
                               for e, n in ((1, 0), (2, 3), (3, 1500 * (plan.spec["seed"] + 1)))]
             assert problems(rec) == []
             write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
     text = write_report(TARGETS, str(tmp_path / "results"), str(tmp_path / "REPORT.md"))
     assert "exactly zero in float32" in text
-    line = _line(text, "- CPU row: CIFAR-10, 40% noise (uniform), ResNet-8, 20 epochs, noise 0.4, dp-inst")
-    assert "dp-inst (instance level, skip_rows zero_grad): seed 0: 1,503 rows, epochs 2-3 (2 of 3); " \
-           "seed 1: 3,003 rows, epochs 2-3 (2 of 3)" in line, line
+    head = "- CPU row: CIFAR-10, 40% noise (uniform), ResNet-8, 20 epochs, noise 0.4, dp-inst"
+    line = _line(text, head + " (instance level")
+    assert "(instance level: an epoch's in-batch rows are one per training sample; skip_rows zero_grad): " \
+           "seed 0: 1,503 rows, epochs 2-3 (2 of 3); seed 1: 3,003 rows, epochs 2-3 (2 of 3)" in line, line
+    line = _line(text, head + " (class level")
+    assert "distinct classes; skip_rows zero_grad): seed 0: 1 rows, epochs 1-1 (1 of 3); seed 1: 1 rows" in line, line

@@ -37,6 +37,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from benchmarks.report.stats import epoch_extras  # noqa: E402
+
 QUARTILES = ["q1", "q2", "q3", "q4"]
 QLABELS = ["easiest quarter", "second", "third", "hardest quarter"]
 
@@ -47,14 +49,6 @@ def _finish(fig, path: str, title: str, fontsize: int = 9) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def epoch_extras(by_cell: dict[tuple, list[dict]]):
-    """(row, variant, noise rate, run record, epoch record, the epoch's method extras) over every ok run."""
-    for (row, variant, _c, rate), recs in by_cell.items():
-        for r in recs:
-            for h in r["history"] if r["status"] == "ok" else []:
-                yield row, variant, rate, r, h, h.get("extras") or {}
 
 
 def _caption(t, budget: str, df, devices: list[str]) -> str:

@@ -72,21 +72,33 @@ def external_rows(raw: dict, budget: str, by_cell: dict, labels: dict, n_epochs:
     return out + [""] + [f"Computed with: {'; '.join(how.values())}.", ""] * bool(how)
 
 
+# how `provenance.engine.amp` computed a run (engine/options.py AMP)
+ARITHMETIC = {"none": "float32", "bf16": "bf16 autocast (weights and optimizer in float32)"}
+
+
 def computed_with(recs: list[dict]) -> str:
-    """Seeds, device and arithmetic of a cell's runs (`provenance.engine`): an outside anchor is a recipe check,
-    so a reader must see whether it ran in float32 or under bf16 autocast."""
+    """Seeds, epochs, device and arithmetic of a cell's runs (`provenance.engine`): an outside anchor is a recipe
+    check, so a reader must see whether it ran in float32 or under bf16 autocast."""
     ok = [r for r in recs if r["status"] == "ok"]
-    seeds = ",".join(str(s) for s in sorted({r["spec"]["seed"] for r in ok}))
-    arith = sorted({"bf16 autocast (weights and optimizer in float32)"
-                    if (r["provenance"].get("engine") or {}).get("amp") == "bf16" else
-                    "float32" if r["provenance"].get("engine") else "float32 (engine options not recorded)"
-                    for r in ok})
+    arith = set()
+    for r in ok:
+        engine = r["provenance"].get("engine")
+        if not engine:
+            arith.add("float32 (engine options not recorded)")
+        elif engine.get("amp", "none") not in ARITHMETIC:
+            raise ValueError(f"run {r['run_id']}: provenance.engine.amp={engine.get('amp')!r}; "
+                             f"allowed: {sorted(ARITHMETIC)}")
+        else:
+            arith.add(ARITHMETIC[engine.get("amp", "none")])
+    seeds = sorted({r["spec"]["seed"] for r in ok})
     epochs = sorted({len(r["history"]) for r in ok})
-    return (f"seed {seeds}, {'/'.join(map(str, epochs))} epochs, {', '.join(arith)}, "
+    return (f"seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))}, {'/'.join(map(str, epochs))} "
+            f"epoch{'s' * (epochs != [1])}, {', '.join(sorted(arith))}, "
             f"{'; '.join(sorted({r['provenance']['device'] for r in ok}))}")
 
 
-# figures that read files beside the JSONs (per-sample loss snapshots, embeddings): always redrawn
+# figures that read files beside the JSONs (per-sample loss snapshots, embeddings): redrawn whenever every file is
+# there, else the committed PNG is kept if the same runs stand behind it (_FileInputs)
 READS_FILES = {"loss_embedding", "loss_groups"}
 
 
@@ -117,7 +129,7 @@ def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, result
         return None
     from benchmarks.report.figures import draw
 
-    side = _FileInputs(path, by_cell, results) if kind in READS_FILES else None
+    side = _FileInputs(path, by_cell, results, [kind, spec, labels, budget]) if kind in READS_FILES else None
     if side and side.kept():
         return path
     rel = draw(kind, t, budget, by_cell, labels, out_dir, devices, spec=spec, results=results)
@@ -129,17 +141,23 @@ def draw_cached(kind, t, budget, by_cell, labels, out_dir, devices, spec, result
 
 class _FileInputs:
     """A figure drawn from files beside the JSONs: snapshots over the git size limit live under checkpoints/, in
-    the clone that trained them only. A sidecar `<png>.inputs.json` (in git) names the runs and the sha256 of the
-    files the PNG was drawn from; a clone missing some of those files keeps the committed PNG exactly, while the
-    same runs with the same files stand behind it, instead of redrawing it from fewer runs or dropping it."""
+    the clone that trained them only. A sidecar `<png>.inputs.json` (in git) names the figure's settings and the
+    runs with the sha256 of the files the PNG was drawn from; a clone missing any of those files keeps the
+    committed PNG while the same settings and runs with the same files stand behind it, instead of redrawing it
+    from fewer runs or dropping it. Only a PNG drawn from every run's files is recorded; one drawn from fewer
+    (other settings, other runs) removes the sidecar."""
 
-    def __init__(self, path: str, by_cell: dict, results: str):
-        base = os.path.dirname(os.path.abspath(results))
+    def __init__(self, path: str, by_cell: dict, results: str, figure: list):
+        import hashlib
+        import json
+
+        from benchmarks.run.store import snapshots_present
+
         recs = [r for rs in by_cell.values() for r in rs if r["status"] == "ok" and r["extras"].get("snapshots")]
         self.path, self.side = path, f"{path}.inputs.json"
+        self.figure = hashlib.sha256(json.dumps(figure, sort_keys=True, default=str).encode()).hexdigest()
         self.used = sorted([r["run_id"], r["extras"]["snapshots"].get("sha256")] for r in recs)
-        self.complete = all(os.path.isfile(os.path.join(base, r["extras"]["snapshots"].get("file", "")))
-                            for r in recs)
+        self.complete = all(snapshots_present(results, r) for r in recs)
 
     def kept(self) -> bool:
         import json
@@ -148,17 +166,18 @@ class _FileInputs:
             return False
         try:
             with open(self.side) as f:
-                return json.load(f)["runs"] == self.used
-        except (OSError, ValueError, KeyError):
+                seen = json.load(f)
+        except (OSError, ValueError):
             return False
+        return seen.get("figure") == self.figure and seen.get("runs") == self.used
 
     def record(self) -> None:
-        import json
+        from benchmarks.run.store import write_atomic
 
         if self.complete:  # drawn from every run's files: what the PNG stands for
-            with open(f"{self.side}.tmp", "w") as f:
-                json.dump({"runs": self.used}, f, indent=1)
-            os.replace(f"{self.side}.tmp", self.side)
+            write_atomic(self.side, {"figure": self.figure, "runs": self.used})
+        elif os.path.exists(self.side):  # drawn from fewer files: the PNG no longer stands for the sidecar
+            os.remove(self.side)
 
 
 def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_dir: str,

@@ -75,7 +75,9 @@ def _device_section(path: str, rec: dict) -> list[str]:
     mm = rec.get("matmul") or {}
     if mm.get("status") == "ok":
         out += [f"Matmul rate (this machine's fp32 peak as the bench counts it): {mm['n']} x {mm['n']} `torch.mm`, "
-                f"median of {mm['reps']}, {mm['threads']} threads: {mm['gflops']:.1f} GFLOP/s.", ""]
+                f"median of {mm['reps']}, {mm['threads']} threads: {mm['gflops']:.1f} GFLOP/s"
+                + (f"; in bf16 {bf['gflops']:.1f} GFLOP/s (the peak a bf16 path's share is of)"
+                   if (bf := rec.get("matmul_bf16") or {}).get("status") == "ok" else "") + ".", ""]
     elif mm:
         out += [f"Matmul rate: {mm.get('status')} ({mm.get('reason')}).", ""]
     for name, w in rec["workloads"].items():
@@ -89,7 +91,9 @@ def _device_section(path: str, rec: dict) -> list[str]:
             secs = ", ".join(f"{k} {v / 3600:.2f} h" if v is not None else f"{k} not measured"
                              for k, v in wr["seconds"].items())
             out += [f"Whole run ({name}, {wr['epochs']} epochs of {wr['images_per_epoch']:,} images; {wr['what']}): "
-                    f"{secs}" + (f"; fastest over a whole run: {wr['fastest']}." if wr.get("fastest") else "."), ""]
+                    f"{secs}" + (f"; fastest over a whole run: {wr['fastest']}" if wr.get("fastest") else "")
+                    + (f" (float32; in any arithmetic: {wr['fastest_any_arithmetic']})"
+                       if wr.get("fastest_any_arithmetic") not in (None, wr.get("fastest")) else "") + ".", ""]
     for name, w in rec["workloads"].items():
         b = w.get("bound") or {}
         if b.get("status") == "ok":

@@ -117,3 +117,11 @@ def seeds_text(a: dict, b: dict) -> str:
 
 def claim_text(c: dict, rate: float) -> str:
     return c.get("text", c["method"] + " vs " + c["baseline"]) + (f" (noise {rate:g})" if rate else "")
+
+
+def epoch_extras(by_cell: dict[tuple, list[dict]]):
+    """(row, variant, noise rate, run record, epoch record, the epoch's method extras) over every ok run."""
+    for (row, variant, _c, rate), recs in by_cell.items():
+        for r in recs:
+            for h in r["history"] if r["status"] == "ok" else []:
+                yield row, variant, rate, r, h, h.get("extras") or {}

@@ -167,6 +167,19 @@ def save_embedding(results: str, key: str, xy) -> str:
     return os.path.relpath(embedding_path(results, key), os.path.dirname(os.path.abspath(results)))
 
 
+def snapshots_present(results: str, rec: dict) -> bool:
+    """Whether `read_snapshots` would find this run's files: its snapshot file with the recorded sha256, and its
+    embedding."""
+    info = rec["extras"].get("snapshots") or {}
+    base = os.path.dirname(os.path.abspath(results))
+    try:
+        path = os.path.join(base, info["file"])
+        return (os.path.isfile(path) and file_sha256(path) == info.get("sha256")
+                and os.path.isfile(os.path.join(base, info["embedding"])))
+    except (KeyError, OSError, TypeError):
+        return False
+
+
 def read_snapshots(results: str, rec: dict) -> tuple[dict | None, np.ndarray | None]:
     """(loss arrays by name, 2-D coordinates) of a run, or (None, None) when its files are missing."""
     info = rec["extras"].get("snapshots") or {}
