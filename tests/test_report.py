@@ -244,7 +244,7 @@ def test_noise_study_figures_and_per_rate_claims(tmp_path):
     runs = run_frame(by_cell, {"mlp": "MLP"})
     assert len(runs) == 20 and set(runs["variant"]) == {"erm", "dataparams"}
     assert runs[(runs.rate == 0.4) & (runs.seed == 1)]["final"].tolist() == [73.0, 73.0]
-    sig = sigma_frame(by_cell)
+    sig = sigma_frame(by_cell, {"mlp": "MLP"})
     assert set(sig["samples"]) == {"clean", "corrupted"}
     assert sig[(sig.rate == 0.8) & (sig.samples == "corrupted")]["sigma"].tolist() == [1.8, 1.8]
 
@@ -488,3 +488,31 @@ def test_saturated_rows_counted_per_run(tmp_path):
            "seed 0: 1,503 rows, epochs 2-3 (2 of 3); seed 1: 3,003 rows, epochs 2-3 (2 of 3)" in line, line
     line = _line(text, head + " (class level")
     assert "distinct classes; skip_rows zero_grad): seed 0: 1 rows, epochs 1-1 (1 of 3); seed 1: 1 rows" in line, line
+
+
+def test_sigma_panels_keep_rows_apart(tmp_path):
+    """Data Parameters Fig. 4 view: the uniform and the shuffle rows share a noise rate but are separate panels,
+    never pooled into one curve (a regression: panels were keyed by rate alone)."""
+    from benchmarks.report.figures import sigma_frame
+    from benchmarks.run.store import cell_key, load_records
+
+    t = TARGETS["dataparams-table2"]
+    for plan in t.plans("full"):
+        if plan.row in ("cpu-cifar10-uniform", "cpu-cifar10-shuffle") and plan.variant == "dp-inst":
+            rec = record(plan, 76.0)
+            clean = 0.9 if plan.row.endswith("uniform") else 0.7
+            rec["history"][0]["extras"] = {"inst_sigma_clean_mean": clean, "inst_sigma_noisy_mean": 1.2,
+                                           "noisy_share_top40": 0.8}
+            rec["extras"]["noisy_fraction"] = 0.36
+            write_atomic(str(tmp_path / "results" / "runs" / t.name / f"{plan.run_id}.json"), rec)
+    cells, _ = load_records(str(tmp_path / "results"))
+    by_cell = {}
+    for p in t.plans("full"):
+        by_cell.setdefault((p.row, p.variant, p.compare_as, p.spec["data"]["noise"]["rate"]),
+                           cells.get(cell_key(p.spec), []))
+    sig = sigma_frame(by_cell, {r["id"]: r.get("label", r["id"]) for r in t.raw["rows"]})
+    clean = sig[sig.samples == "clean"].groupby("panel")["sigma"].agg(["mean", "count"])
+    assert len(clean) == 2 and sorted(clean["mean"].round(6)) == [0.7, 0.9], clean
+    assert set(clean["count"]) == {3}
+    write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
+    assert os.path.exists(tmp_path / "results" / "figures" / t.name / "full-sigma_clean_noisy.png")

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -51,6 +52,17 @@ def _finish(fig, path: str, title: str, fontsize: int = 9) -> None:
     plt.close(fig)
 
 
+def _title(ax, text: str, fontsize: int = 9) -> None:
+    """A panel title wrapped to the panel's width (the CPU rows' labels are long)."""
+    ax.set_title(textwrap.fill(text, 62), fontsize=fontsize)
+
+
+def _panel_label(labels: dict[str, str], row: str, rate) -> str:
+    """One panel per row and noise rate: rows that share a rate (Data Parameters' uniform and shuffle noise)
+    are never pooled."""
+    return labels[row] + (f", noise {rate:g}" if rate else "")
+
+
 def _caption(t, budget: str, df, devices: list[str]) -> str:
     seeds = ",".join(str(s) for s in sorted(df["seed"].unique()))
     return f"{t.name} · budget {budget} · seeds {seeds} · {'; '.join(devices)}"
@@ -66,7 +78,7 @@ def loss_curves(t, budget, by_cell, labels, devices, path, **_):
     for ax, row in zip(axes[0], rows):
         sns.lineplot(data=long[long["row"] == row], x="epoch", y="loss", hue="variant", style="split",
                      errorbar="sd", markers=True, markersize=4, ax=ax)
-        ax.set_title(row)
+        _title(ax, row)
     _finish(fig, path, _caption(t, budget, df, devices))
 
 
@@ -85,7 +97,7 @@ def quartile_shares(t, budget, by_cell, labels, devices, path, **_):
                 ax.bar(m.index, m[q], bottom=bottom, width=0.9, label=label, color=color, linewidth=0)
                 bottom = bottom + m[q]
             ranking = ", ".join(sorted(df[(df["row"] == row) & (df["variant"] == variant)]["q_ranking"].unique()))
-            ax.set_title(f"{row}: {variant}\n(quartiles ranked by {ranking})", fontsize=8)
+            _title(ax, f"{row}: {variant} (quartiles ranked by {ranking})", fontsize=8)
             ax.set_xlabel("epoch")
             ax.set_ylim(0, 1)
         axes[i][0].set_ylabel("share of summed training loss")
@@ -101,7 +113,7 @@ def history_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> p
             if r["status"] != "ok":
                 continue
             for h in r["history"]:
-                base = {"row": labels[row] + (f", noise {rate:g}" if rate else ""), "variant": variant,
+                base = {"row": _panel_label(labels, row, rate), "variant": variant,
                         "seed": r["spec"]["seed"], "epoch": h["epoch"]}
                 base.update({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"})
                 # Fig. 5/6: the objective's share per CE-ranked quartile where recorded (runs before this field
@@ -132,19 +144,20 @@ def noise_curves(t, budget, by_cell, labels, devices, path, **_):
         sns.lineplot(data=long[long["row"] == row], x="rate", y="test accuracy (%)", hue="variant", style="epoch",
                      errorbar=("pi", 100), markers=True, markersize=5, ax=ax, err_kws={"alpha": 0.15})
         ax.set_xlabel("label-noise rate")
-        ax.set_title(f"{row}: band = min-max over seeds")
+        _title(ax, f"{row}: band = min-max over seeds")
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     _finish(fig, path, _caption(t, budget, df, devices))
 
 
-def sigma_frame(by_cell: dict[tuple, list[dict]]) -> pd.DataFrame:
-    """Per epoch and run: mean instance sigma over clean and over corrupted samples (Data Parameters extras)."""
+def sigma_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.DataFrame:
+    """Per epoch and run: mean instance sigma over clean and over corrupted samples (Data Parameters extras),
+    with the panel (row and noise rate) it belongs to."""
     rows = []
-    for _row, variant, rate, r, h, ex in epoch_extras(by_cell):
+    for row, variant, rate, r, h, ex in epoch_extras(by_cell):
         for group in ("clean", "noisy"):
             v = ex.get(f"inst_sigma_{group}_mean")
             if v is not None:
-                rows.append({"variant": variant, "rate": rate, "seed": r["spec"]["seed"],
+                rows.append({"panel": _panel_label(labels, row, rate), "variant": variant, "rate": rate, "seed": r["spec"]["seed"],
                              "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
                              "sigma": v, "share": ex.get("noisy_share_top40"),
                              "noisy_fraction": r["extras"].get("noisy_fraction")})
@@ -152,16 +165,16 @@ def sigma_frame(by_cell: dict[tuple, list[dict]]) -> pd.DataFrame:
 
 
 def sigma_clean_noisy(t, budget, by_cell, labels, devices, path, **_):
-    df = sigma_frame(by_cell)
+    df = sigma_frame(by_cell, labels)
     if df.empty:
         return False
-    rates = sorted(df["rate"].unique())
-    fig, axes = plt.subplots(2, len(rates), figsize=(3.6 * len(rates), 6.6), squeeze=False, sharey="row")
-    for ax, share_ax, rate in zip(axes[0], axes[1], rates):
-        part = df[df["rate"] == rate]
+    panels = list(dict.fromkeys(df.sort_values("rate", kind="stable")["panel"]))
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.8), squeeze=False, sharey="row")
+    for ax, share_ax, panel in zip(axes[0], axes[1], panels):
+        part = df[df["panel"] == panel]
         sns.lineplot(data=part, x="epoch", y="sigma", hue="samples", errorbar=("pi", 100), ax=ax,
-                     palette={"clean": "tab:green", "corrupted": "tab:red"}, legend=rate == rates[-1])
-        ax.set_title(f"noise {rate:g}", fontsize=9)
+                     palette={"clean": "tab:green", "corrupted": "tab:red"}, legend=panel == panels[-1])
+        _title(ax, panel, fontsize=8)
         shares = part[part["samples"] == "corrupted"].dropna(subset=["share"])
         if not shares.empty:
             sns.lineplot(data=shares, x="epoch", y="share", errorbar=("pi", 100), ax=share_ax, color="tab:red")
@@ -304,7 +317,7 @@ def acc_curves(t, budget, by_cell, labels, devices, path, **_):
     for ax, row in zip(axes[0], rows):
         sns.lineplot(data=long[long["row"] == row], x="epoch", y="accuracy (%)", hue="variant", style="split",
                      errorbar="sd", ax=ax)
-        ax.set_title(row)
+        _title(ax, row)
     _finish(fig, path, _caption(t, budget, df, devices))
 
 
@@ -324,7 +337,7 @@ def dcd_window(t, budget, by_cell, labels, devices, path, **_):
         m = df[df["row"] == row].groupby("epoch")[["lower", "upper"]].mean()
         ax.fill_between(m.index, m["lower"], m["upper"], step="post", alpha=0.35, label="window (mean over seeds)")
         ax.step(m.index, m["upper"], where="post")
-        ax.set_title(row, fontsize=9)
+        _title(ax, row)
         ax.set_xlabel("epoch (curriculum step)")
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("difficulty rank fraction (0 = easiest)")
