@@ -124,6 +124,14 @@ def test_cpu_hours_from_measured_runs(tmp_path):
     assert how == "no CPU run of resnet20: the rate of resnet8, nearest in FLOPs"
     f20 = cost.forward_flops(json.dumps(r20.spec["model"], sort_keys=True), "cifar10")
     assert hours20 == pytest.approx(3 * f20 * 50000 * 16 / rate / 3600)
+    # a bf16-autocast run is not a measurement of the float32 default (it would halve the estimate)
+    r8b = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8" and p.variant == "spl"][0]
+    _cpu_run(tmp_path, r8b, [10.0, 10.0, 10.0])
+    rec_path = tmp_path / "runs" / r8b.target / f"{r8b.run_id}.json"
+    rec = json.loads(rec_path.read_text())
+    rec["provenance"]["engine"]["amp"] = "bf16"
+    rec_path.write_text(json.dumps(rec))
+    assert cost.CpuRates.measure(str(tmp_path)).rate("resnet8", f8) == (rate, "measured: resnet8, 1 CPU measurement")
     # packed runs, GPU runs and failed runs are not measurements of this CPU
     assert cost.CpuRates.measure(str(tmp_path / "nothing")).plan_hours(sl4) is None
 

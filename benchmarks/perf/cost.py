@@ -144,8 +144,11 @@ class CpuRates:
                 with open(path) as f:
                     rec = json.load(f)
                 prov, spec = rec.get("provenance") or {}, rec["spec"]
-                if rec.get("status") != "ok" or prov.get("device_type") != "cpu" \
-                        or (prov.get("engine") or {}).get("pack", 1) != 1:
+                engine = prov.get("engine") or {}
+                # the estimate is for the engine's CPU defaults: one network, float32 (a bf16-autocast run, such
+                # as blcl-table1's outside anchor, is about 2x faster on a host with native bf16)
+                if rec.get("status") != "ok" or prov.get("device_type") != "cpu" or engine.get("pack", 1) != 1 \
+                        or engine.get("amp", "none") != "none":
                     continue
                 secs = [h["seconds"] for h in rec.get("history", []) if h.get("seconds")]
                 if not secs:
