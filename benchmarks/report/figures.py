@@ -46,7 +46,7 @@ QLABELS = ["easiest quarter", "second", "third", "hardest quarter"]
 
 def _finish(fig, path: str, title: str, fontsize: int = 9) -> None:
     """Title, lay out, write and close a figure."""
-    fig.suptitle(title, fontsize=fontsize)
+    fig.suptitle(textwrap.fill(title, max(60, int(fig.get_figwidth() * 13))), fontsize=fontsize)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -157,8 +157,8 @@ def sigma_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.
         for group in ("clean", "noisy"):
             v = ex.get(f"inst_sigma_{group}_mean")
             if v is not None:
-                rows.append({"panel": _panel_label(labels, row, rate), "variant": variant, "rate": rate, "seed": r["spec"]["seed"],
-                             "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
+                rows.append({"panel": _panel_label(labels, row, rate), "variant": variant, "rate": rate,
+                             "seed": r["spec"]["seed"], "epoch": h["epoch"], "samples": "corrupted" if group == "noisy" else "clean",
                              "sigma": v, "share": ex.get("noisy_share_top40"),
                              "noisy_fraction": r["extras"].get("noisy_fraction")})
     return pd.DataFrame(rows)
@@ -271,7 +271,7 @@ def loss_groups(t, budget, by_cell, labels, devices, path, spec=None, results=No
             groups = {"noisy": noisy, "clean, easy": ~noisy & (ref <= med), "clean, hard": ~noisy & (ref > med)}
             for e in epochs:
                 ce = snaps[f"ce_{e}"].astype(np.float32)
-                rows += [{"row": labels[row] + (f", noise {rate:g}" if rate else ""), "variant": variant,
+                rows += [{"row": _panel_label(labels, row, rate), "variant": variant,
                           "seed": r["spec"]["seed"], "epoch": e, "samples": g, "loss": float(ce[m].mean())}
                          for g, m in groups.items() if m.any()]
     df = pd.DataFrame(rows)
@@ -283,7 +283,7 @@ def loss_groups(t, budget, by_cell, labels, devices, path, spec=None, results=No
         sns.lineplot(data=df[(df["row"] == row) & (df["variant"] == variant)], x="epoch", y="loss", hue="samples",
                      errorbar=("pi", 100), ax=ax, palette={"noisy": "tab:red", "clean, easy": "tab:green",
                                                           "clean, hard": "tab:blue"})
-        ax.set_title(f"{row}: {variant}", fontsize=9)
+        _title(ax, f"{row}: {variant}")
     axes[0][0].set_ylabel("mean per-sample CE (training pass)")
     _finish(fig, path, _caption(t, budget, df, devices) + f" · easy/hard split at the median clean CE of epoch "
                  f"{spec.get('split_epoch', 10)}")
