@@ -100,6 +100,8 @@ def _bad_target(cli, tmp_path, mutate):
     (lambda raw: raw.update(external=[{"row": "wordcnn", "variant": "erm", "value": "high", "source": "x"}]), "high"),
     (lambda raw: raw.update(external=[{"row": "wordcnn", "variant": "erm", "value": 1.0, "sauce": "x"}]), "sauce"),
     (lambda raw: raw["budgets"]["reduced"].update(reasons="x"), "reasons"),
+    (lambda raw: raw["claims"][0].update(metric="val_loss"), "val_loss"),
+    (lambda raw: raw["claims"][0].update(trend=3), "trend"),
 ])
 def test_bad_yaml_exits_2_naming_the_key(tmp_path, cli, mutate, needle):
     r = _bad_target(cli, tmp_path, mutate)

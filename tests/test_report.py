@@ -516,3 +516,58 @@ def test_sigma_panels_keep_rows_apart(tmp_path):
     assert set(clean["count"]) == {3}
     write_report({t.name: t}, str(tmp_path / "results"), str(tmp_path / "R.md"))
     assert os.path.exists(tmp_path / "results" / "figures" / t.name / "full-sigma_clean_noisy.png")
+
+
+def test_trend_slope_matches_least_squares():
+    """SuperLoss Fig. 5's "by more as the noise grows": the slope of the per-seed gains on the rate, per +0.1 noise,
+    with the t interval of ordinary least squares (checked against scipy.stats.linregress)."""
+    from scipy.stats import linregress, t as student
+
+    from benchmarks.report.stats import trend_interval
+
+    gains = {0.2: [0.5, 1.0, 0.0], 0.4: [2.0, 2.5, 1.0], 0.6: [3.0, 4.5, 4.0], 0.8: [7.0, 6.0, 8.5]}
+    points = [(r, {s: 50.0 + g for s, g in enumerate(gs)}, {s: 50.0 for s in range(3)}) for r, gs in gains.items()]
+    slope, lo, hi, how = trend_interval(points)
+    x = [r for r, gs in gains.items() for _ in gs]
+    y = [g for gs in gains.values() for g in gs]
+    ref = linregress(x, y)
+    half = student.ppf(0.975, len(x) - 2) * ref.stderr
+    assert slope == pytest.approx(0.1 * ref.slope) and lo == pytest.approx(0.1 * (ref.slope - half))
+    assert hi == pytest.approx(0.1 * (ref.slope + half)) and "12 paired differences" in how
+    assert lo > 0
+    # flat gains: the interval holds zero; one rate or too few pairs: no trend
+    flat = [(r, {0: 51.0, 1: 52.0}, {0: 50.0, 1: 50.0}) for r in (0.2, 0.4, 0.6)]
+    assert trend_interval(flat)[1] < 0 < trend_interval(flat)[2]
+    assert trend_interval(points[:1]) is None and trend_interval([(0.2, {0: 1.0}, {0: 0.0})] * 2) is None
+
+
+def test_trend_and_train_metric_claims_in_the_report(tmp_path):
+    """issue 19: SuperLoss's CPU row gets a verdict on the gain's trend over the noise rate; Data Parameters'
+    random-label row compares training accuracy (memorisation), and its one seed shows the difference without an
+    interval."""
+    sl = TARGETS["superloss-fig5"]
+    for plan in sl.plans("full"):
+        if plan.row == "cpu-cifar10":
+            rate, seed = plan.spec["data"]["noise"]["rate"], plan.spec["seed"]
+            gain = 10 * rate + 0.5 * seed if plan.variant == "sl-logc-c10" else 0.0  # grows with the noise
+            write_atomic(str(tmp_path / "results" / "runs" / sl.name / f"{plan.run_id}.json"),
+                         record(plan, 60.0 - 30 * rate + gain))
+    dr = TARGETS["dataparams-random"]
+    for plan in dr.plans("full"):
+        if plan.row == "cpu-cifar100":
+            rec = record(plan, 1.0)
+            # 6 epochs of training accuracy; measure last_k 5: the mean of epochs 2-6
+            rec["history"] = [dict(rec["history"][0], epoch=e, test_acc=1.0,
+                                   train_acc=(10.0 * e if plan.variant == "erm" else 2.0 * e)) for e in range(1, 7)]
+            write_atomic(str(tmp_path / "results" / "runs" / dr.name / f"{plan.run_id}.json"), rec)
+    text = write_report({sl.name: sl, dr.name: dr}, str(tmp_path / "results"), str(tmp_path / "R.md"))
+    sl_text, dr_text = text.split("\n## superloss-fig5:")[1], text.split("\n## dataparams-random:")[1]
+    trend = _line(sl_text, "| CPU row (ResNet-8, 15 epochs): SuperLoss's (tau = log C) gain over CE grows")
+    assert "| +1.00 [+0." in trend and "(per +0.1 noise; least squares over 12 paired differences)" in trend, trend
+    assert "gain reproduced (significant)" in trend
+    per_rate = _line(sl_text, "| CPU row (ResNet-8, 15 epochs): SuperLoss (tau = log C) beats CE under label noise (noise 0.8)")
+    assert "+8.50 [" in per_rate, per_rate
+    mem = _line(dr_text, "| CPU row (ResNet-20, 75 epochs, one seed), all labels random: the class curriculum slows")
+    assert "| erm vs dp-class | — | +32.00 (one seed: no interval) | too few runs" in mem, mem
+    # the trend verdict is in the claims-at-a-glance summary too
+    assert text.count("CPU row (ResNet-8, 15 epochs): SuperLoss's (tau = log C) gain over CE grows") == 2

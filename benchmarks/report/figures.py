@@ -159,7 +159,8 @@ def sigma_frame(by_cell: dict[tuple, list[dict]], labels: dict[str, str]) -> pd.
             if v is not None:
                 rows.append({"panel": _panel_label(labels, row, rate), "variant": variant, "rate": rate,
                              "seed": r["spec"]["seed"], "epoch": h["epoch"],
-                             "samples": "corrupted" if group == "noisy" else "clean", "sigma": v, "share": ex.get("noisy_share_top40"),
+                             "samples": "corrupted" if group == "noisy" else "clean", "sigma": v,
+                             "share": ex.get("noisy_share_top40"),
                              "noisy_fraction": r["extras"].get("noisy_fraction")})
     return pd.DataFrame(rows)
 

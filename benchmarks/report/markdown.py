@@ -14,6 +14,7 @@ from benchmarks.report.performance import performance_section
 from benchmarks.report.readings import saturation_lines
 from benchmarks.report.stability import load_reruns, rerun_lines, rerun_summary
 from benchmarks.report.stats import (_accs, _by_seed, _stats, claim_cells, claim_text, fmt_cell, gain_interval,
+                                     single_seed_text, trend_interval,
                                       glance_word, interval_text, measured, seeds_text, verdict)
 from benchmarks.run.store import cell_key, load_records
 from benchmarks.targets.loader import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
@@ -305,14 +306,18 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             pub_head = "Published gain" if budget == "full" else "Published gain (full budget)"
             out += [f"| Claim | Variant | {pub_head} | Measured gain [95% interval] | Verdict (budget `{budget}`) |",
                     "|---|---|---|---|---|"]
+            trends: dict[int, list] = {}  # claim index -> (rate, method seed -> acc, baseline seed -> acc)
             for c, row, v, comp, rate, recs, base in claim_cells(raw, by_cell):
                 (pm, scaled), (pb, _) = pub_for(row, comp, rate), pub_for(row, t.compare_as(c["baseline"]), rate)
-                # a value whose row alignment the source lost gives no published gain
-                pg = (pm["value"] - pb["value"] if pm and pb and not (pm.get("uncertain") or pb.get("uncertain"))
-                      else None)
-                a, b = _by_seed(recs, last_k), _by_seed(base, last_k)
+                metric = c.get("metric", "test_acc")
+                # a value whose row alignment the source lost gives no published gain; published values are test
+                # accuracies, so a claim on another metric has none
+                pg = (pm["value"] - pb["value"] if pm and pb and metric == "test_acc"
+                      and not (pm.get("uncertain") or pb.get("uncertain")) else None)
+                a, b = _by_seed(recs, last_k, metric), _by_seed(base, last_k, metric)
+                trends.setdefault(raw["claims"].index(c), []).append((rate, a, b))
                 iv = gain_interval(a, b)
-                meas = interval_text(iv)
+                meas = interval_text(iv) if iv else (single_seed_text(a, b) or "—")
                 text = claim_text(c, rate)
                 pg_s = "—" if pg is None else f"{pg:+.2f}" + (
                     f" (the paper's {labels[scale_of[row]]}; for scale)" if scaled else "")
@@ -324,6 +329,23 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                                    "verdict": glance_word(said), "measured": meas, "published": pg_s,
                                    "epochs": sorted({p.spec["recipe"]["epochs"] for p in plans if p.row == row}),
                                    "seeds": seeds_text(a, b)})
+            for i, points in trends.items():
+                c = raw["claims"][i]
+                if not c.get("trend"):
+                    continue
+                iv = trend_interval(points)
+                paired = sorted({k for _, a, b in points for k in set(a) & set(b)})
+                n = sum(len(set(a) & set(b)) for _, a, b in points)
+                meas = interval_text(iv)
+                said = verdict(None, iv, n, n) if iv or n == 0 else \
+                    "too few runs for a verdict (need 3+ paired seeds over 2+ noise rates)"
+                out.append(f"| {c['trend']} | {c['method']} vs {c['baseline']}: gain's slope over the noise rate | — "
+                           f"| {meas} | {said} |")
+                if glance is not None:
+                    glance.append({"target": t.name, "paper": raw["paper"], "budget": budget, "claim": c["trend"],
+                                   "verdict": glance_word(said), "measured": meas, "published": "—",
+                                   "epochs": sorted({p.spec["recipe"]["epochs"] for p in plans if p.row == c["row"]}),
+                                   "seeds": ",".join(map(str, paired))})
             out.append("")
             out += rerun_lines(t, budget, plan_keys, by_cell, reruns or {}, rerun_seen)
         for fig in raw.get("figures", []):

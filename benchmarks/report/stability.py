@@ -33,7 +33,8 @@ def _verdicts(raw: dict, by_cell: dict, last_k: int | None) -> dict[str, tuple[s
     """claim text -> (one-word verdict, measured gain [interval])."""
     out = {}
     for c, _row, _v, _comp, rate, recs, base in claim_cells(raw, by_cell):
-        a, b = _by_seed(recs, last_k), _by_seed(base, last_k)
+        metric = c.get("metric", "test_acc")
+        a, b = _by_seed(recs, last_k, metric), _by_seed(base, last_k, metric)
         iv = gain_interval(a, b)
         out[claim_text(c, rate)] = (glance_word(verdict(None, iv, len(a), len(b))), interval_text(iv))
     return out

@@ -66,13 +66,14 @@ def verdict(published_gain: float | None, interval, n_a: int, n_b: int) -> str:
     return "not significant: gain indistinguishable from zero" + size
 
 
-def measured(rec: dict, last_k: int | None = None) -> float | None:
+def measured(rec: dict, last_k: int | None = None, metric: str = "test_acc") -> float | None:
     """A run's measured accuracy: its last epoch's test accuracy, or with the target's `measure: {last_k: k}` the
     mean test accuracy of its last k epochs (a constant learning rate under label noise moves the last epoch's by
-    points from one epoch to the next; the mean of k does not depend on which epoch happens to be last)."""
-    if not last_k:
+    points from one epoch to the next; the mean of k does not depend on which epoch happens to be last). A claim's
+    `metric: train_acc` reads the training accuracy instead (memorisation of random labels, Data Parameters)."""
+    if not last_k and metric == "test_acc":
         return rec["final_test_acc"]
-    tail = [h["test_acc"] for h in rec["history"][-last_k:]]
+    tail = [h.get(metric) for h in rec["history"][-(last_k or 1):]]
     return sum(tail) / len(tail) if tail and None not in tail else None
 
 
@@ -81,9 +82,38 @@ def _accs(recs: list[dict], last_k: int | None = None) -> list[float]:
     return [v for v in vals if v is not None]
 
 
-def _by_seed(recs: list[dict], last_k: int | None = None) -> dict[int, float]:
-    out = {r["spec"]["seed"]: measured(r, last_k) for r in recs if r["status"] == "ok"}
+def _by_seed(recs: list[dict], last_k: int | None = None, metric: str = "test_acc") -> dict[int, float]:
+    out = {r["spec"]["seed"]: measured(r, last_k, metric) for r in recs if r["status"] == "ok"}
     return {k: v for k, v in out.items() if v is not None}
+
+
+def single_seed_text(a: dict[int, float], b: dict[int, float]) -> str | None:
+    """The difference of one run a side on the same seed, said as such (no interval exists): a one-seed row such as
+    Data Parameters' random-label experiment still shows its measured difference."""
+    if len(a) == 1 and set(a) == set(b):
+        (s,) = a
+        return f"{a[s] - b[s]:+.2f} (one seed: no interval)"
+    return None
+
+
+def trend_interval(points: list[tuple[float, dict[int, float], dict[int, float]]]):
+    """How the gain changes with the noise rate (a claim's `trend`: "by more as the noise grows"): the least-squares
+    slope of the per-seed paired differences on the rate, per +0.1 of noise, with a 95% t interval (n - 2 degrees of
+    freedom, every paired difference one observation). `points`: (rate, method seed -> acc, baseline seed -> acc).
+    None with fewer than 3 paired differences or fewer than 2 rates."""
+    xy = [(rate, a[s] - b[s]) for rate, a, b in points for s in sorted(set(a) & set(b))]
+    if len(xy) < 3 or len({x for x, _ in xy}) < 2:
+        return None
+    from scipy.special import stdtrit
+
+    n = len(xy)
+    mx, my = sum(x for x, _ in xy) / n, sum(y for _, y in xy) / n
+    sxx = sum((x - mx) ** 2 for x, _ in xy)
+    slope = sum((x - mx) * (y - my) for x, y in xy) / sxx
+    resid = sum((y - my - slope * (x - mx)) ** 2 for x, y in xy)
+    half = float(stdtrit(n - 2, 0.975)) * math.sqrt(resid / (n - 2) / sxx)
+    how = f"per +0.1 noise; least squares over {n} paired differences"
+    return 0.1 * slope, 0.1 * (slope - half), 0.1 * (slope + half), how
 
 
 GLANCE = {"gain reproduced": "reproduced", "not significant": "not reproduced", "contradicted": "contradicted",

@@ -57,7 +57,10 @@ ROLE_KEYS = {"model", "from", "recipe"}  # a role restored from another run: its
 RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "schedule", "augment", "normalize"}
 BUDGET_KEYS = {"epochs", "train_subset", "test_subset", "schedule", "val_size", "rates", "reason"}  # rates: a subset of the rows'
 PUBLISHED_KEYS = {"row", "variant", "rate", "value", "std", "source", "uncertain"}  # rate: the noise rate (default 0)
-CLAIM_KEYS = {"row", "method", "baseline", "text"}
+CLAIM_KEYS = {"row", "method", "baseline", "text", "metric", "trend"}
+# a claim's `metric`: the accuracy it compares (test by default; train: memorisation of random labels); `trend`: the
+# text of a second verdict, on how the gain changes with the noise rate ("by more as the noise grows")
+CLAIM_METRICS = ("test_acc", "train_acc")
 # outside anchors (issue 18): another paper's or implementation's number for one of our cells, e.g. He et al.'s
 # ResNet-20 on CIFAR-10; `tolerance`: how far below it a measured mean may land before the report asks why
 EXTERNAL_KEYS = {"row", "variant", "value", "source", "budget", "tolerance"}
@@ -351,6 +354,10 @@ def _validate(raw: dict, path: str) -> None:
         if c["row"] not in ids or c["method"] not in names or c["baseline"] not in names:
             raise UsageError(f"{w}: claims[{i}] names an unknown row or variant; rows: {sorted(ids)}, "
                              f"variants: {sorted(names)}")
+        if c.get("metric", "test_acc") not in CLAIM_METRICS:
+            raise UsageError(f"{w}: claims[{i}].metric {c['metric']!r}; allowed: {', '.join(CLAIM_METRICS)}")
+        if "trend" in c and not (isinstance(c["trend"], str) and c["trend"].strip()):
+            raise UsageError(f"{w}: claims[{i}].trend must be the trend claim's text, got {c['trend']!r}")
     for i, f in enumerate(raw.get("figures", [])):
         if isinstance(f, dict):
             _keys(f"{w}: figures[{i}]", f, FIGURE_KEYS, {"kind"})
