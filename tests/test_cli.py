@@ -102,6 +102,8 @@ def _bad_target(cli, tmp_path, mutate):
     (lambda raw: raw["budgets"]["reduced"].update(reasons="x"), "reasons"),
     (lambda raw: raw["claims"][0].update(metric="val_loss"), "val_loss"),
     (lambda raw: raw["claims"][0].update(trend=3), "trend"),
+    (lambda raw: raw.update(read_at_epoch={"epoch": 84, "off": 120}), "off"),
+    (lambda raw: raw.update(read_at_epoch={"epoch": 84, "of": 12}), "epoch <= of"),
 ])
 def test_bad_yaml_exits_2_naming_the_key(tmp_path, cli, mutate, needle):
     r = _bad_target(cli, tmp_path, mutate)

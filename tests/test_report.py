@@ -571,3 +571,14 @@ def test_trend_and_train_metric_claims_in_the_report(tmp_path):
     assert "| erm vs dp-class | — | +32.00 (one seed: no interval) | too few runs" in mem, mem
     # the trend verdict is in the claims-at-a-glance summary too
     assert text.count("CPU row (ResNet-8, 15 epochs): SuperLoss's (tau = log C) gain over CE grows") == 2
+
+
+def test_read_epoch_scales_with_the_run_length():
+    """Data Parameters reads at epoch 84 of 120; a 20-epoch CPU row at the same fraction (14), an int is absolute."""
+    from benchmarks.report.stats import read_epoch
+
+    at = {"epoch": 84, "of": 120}
+    assert read_epoch(at, 120) == (84, "at epoch 84")
+    assert read_epoch(at, 20) == (14, "at epoch 14 (84/120 of training)")
+    assert read_epoch(at, 1) == (1, "at epoch 1 (84/120 of training)")
+    assert read_epoch(84, 20) == (84, "at epoch 84")

@@ -14,7 +14,7 @@ from benchmarks.report.performance import performance_section
 from benchmarks.report.readings import saturation_lines
 from benchmarks.report.stability import load_reruns, rerun_lines, rerun_summary
 from benchmarks.report.stats import (_accs, _by_seed, _stats, claim_cells, claim_text, fmt_cell, gain_interval,
-                                     single_seed_text, trend_interval,
+                                     read_epoch, single_seed_text, trend_interval,
                                       glance_word, interval_text, measured, seeds_text, verdict)
 from benchmarks.run.store import cell_key, load_records
 from benchmarks.targets.loader import ANALYTIC_FIGURES, BUDGETS, FIGURES, Target, figure_kind
@@ -265,9 +265,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
             meas = fmt_cell(accs)
             at = raw.get("read_at_epoch")
-            if at and accs:  # e.g. Data Parameters' README reads its noisy runs at epoch 84
-                vals = [h["test_acc"] for r in recs if r["status"] == "ok" for h in r["history"] if h["epoch"] == at]
-                meas += f"; at epoch {at}: {fmt_cell(vals) if vals else 'not reached'}"
+            if at and accs:  # e.g. Data Parameters' README reads its noisy runs at epoch 84 (of 120)
+                ok = [r for r in recs if r["status"] == "ok"]
+                e, said = read_epoch(at, ok[0]["spec"]["recipe"]["epochs"])
+                vals = [h["test_acc"] for r in ok for h in r["history"] if h["epoch"] == e]
+                meas += f"; {said}: {fmt_cell(vals) if vals else 'not reached'}"
             bad = [r["status"] for r in recs if r["status"] != "ok"]
             if bad:
                 meas += f" [{', '.join(sorted(set(bad)))}: {len(bad)}]"

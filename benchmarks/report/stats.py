@@ -116,6 +116,18 @@ def trend_interval(points: list[tuple[float, dict[int, float], dict[int, float]]
     return 0.1 * slope, 0.1 * (slope - half), 0.1 * (slope + half), how
 
 
+def read_epoch(at, epochs: int) -> tuple[int, str]:
+    """The epoch a target's `read_at_epoch` reads a run of `epochs` at, and how to say it: an int is absolute;
+    {epoch, of} is the paper's epoch of its run length, so a shorter run (a CPU row, a cut budget) is read at the same
+    fraction of training, as budgets scale their milestones (Data Parameters: epoch 84 of 120 -> 14 of 20)."""
+    if not isinstance(at, dict):
+        return at, f"at epoch {at}"
+    if epochs == at["of"]:
+        return at["epoch"], f"at epoch {at['epoch']}"
+    e = max(1, round(at["epoch"] * epochs / at["of"]))
+    return e, f"at epoch {e} ({at['epoch']}/{at['of']} of training)"
+
+
 GLANCE = {"gain reproduced": "reproduced", "not significant": "not reproduced", "contradicted": "contradicted",
           "not run": "not run", "too few runs": "too few runs"}
 

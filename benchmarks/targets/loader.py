@@ -234,8 +234,14 @@ def _validate(raw: dict, path: str) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise UsageError(f"{w}: measure.last_k must be a number of epochs >= 1, got {k!r}")
     at = raw.get("read_at_epoch")
-    if at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 1):
-        raise UsageError(f"{w}: read_at_epoch must be an epoch number >= 1, got {at!r}")
+    if isinstance(at, dict):  # {epoch: 84, of: 120}: a run of another length is read at the same fraction
+        _keys(f"{w}: read_at_epoch", at, {"epoch", "of"}, {"epoch", "of"})
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in at.values()) \
+                or at["epoch"] > at["of"]:
+            raise UsageError(f"{w}: read_at_epoch needs epoch and of as epoch numbers >= 1 with epoch <= of, "
+                             f"got {at!r}")
+    elif at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 1):
+        raise UsageError(f"{w}: read_at_epoch must be an epoch number >= 1 or {{epoch, of}}, got {at!r}")
     if raw["paper"] not in PAPERS:
         raise UsageError(f"{w}: paper {raw['paper']!r}; allowed: {', '.join(PAPERS)}")
     if not re.fullmatch(rf"{raw['paper']}-[a-z0-9-]+", raw["name"]):
