@@ -102,6 +102,7 @@ def _bad_target(cli, tmp_path, mutate):
     (lambda raw: raw["budgets"]["reduced"].update(reasons="x"), "reasons"),
     (lambda raw: raw["claims"][0].update(metric="val_loss"), "val_loss"),
     (lambda raw: raw["claims"][0].update(trend=3), "trend"),
+    (lambda raw: raw["claims"][0].update(trend="grows with the noise"), "2+ noise rates"),
     (lambda raw: raw.update(read_at_epoch={"epoch": 84, "off": 120}), "off"),
     (lambda raw: raw.update(read_at_epoch={"epoch": 84, "of": 12}), "epoch <= of"),
 ])

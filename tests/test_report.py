@@ -539,6 +539,8 @@ def test_trend_slope_matches_least_squares():
     flat = [(r, {0: 51.0, 1: 52.0}, {0: 50.0, 1: 50.0}) for r in (0.2, 0.4, 0.6)]
     assert trend_interval(flat)[1] < 0 < trend_interval(flat)[2]
     assert trend_interval(points[:1]) is None and trend_interval([(0.2, {0: 1.0}, {0: 0.0})] * 2) is None
+    # two rates but only two paired differences: no degrees of freedom left, no interval
+    assert trend_interval([(0.2, {0: 1.0}, {0: 0.0}), (0.4, {0: 2.0}, {0: 0.0})]) is None
 
 
 def test_trend_and_train_metric_claims_in_the_report(tmp_path):
@@ -569,6 +571,7 @@ def test_trend_and_train_metric_claims_in_the_report(tmp_path):
     assert "+8.50 [" in per_rate, per_rate
     mem = _line(dr_text, "| CPU row (ResNet-20, 75 epochs, one seed), all labels random: the class curriculum slows")
     assert "| erm vs dp-class | — | +32.00 (one seed: no interval) | too few runs" in mem, mem
+    assert "gain's slope over the noise rate" not in dr_text  # a claim without `trend` has no trend row
     # the trend verdict is in the claims-at-a-glance summary too
     assert text.count("CPU row (ResNet-8, 15 epochs): SuperLoss's (tau = log C) gain over CE grows") == 2
 

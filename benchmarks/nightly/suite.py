@@ -174,7 +174,8 @@ def claims(cells: dict[str, dict], targets) -> dict[str, dict]:
             if base is None:
                 continue
             k = last_k_of(targets, p.target)
-            a, b = _by_seed(c["records"], k), _by_seed(base["records"], k)
+            metric = cl.get("metric", "test_acc")
+            a, b = _by_seed(c["records"], k, metric), _by_seed(base["records"], k, metric)
             iv = gain_interval(a, b)
             key = f"{p.target}/full/{p.row}/{p.variant}-vs-{cl['baseline']}/{rate:g}"
             out[key] = {"verdict": verdict(None, iv, len(a), len(b)), "measure": measure_name(k),

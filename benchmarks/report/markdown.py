@@ -337,9 +337,9 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     continue
                 iv = trend_interval(points)
                 paired = sorted({k for _, a, b in points for k in set(a) & set(b)})
-                n = sum(len(set(a) & set(b)) for _, a, b in points)
+                n_a, n_b = sum(len(a) for _, a, _ in points), sum(len(b) for *_, b in points)
                 meas = interval_text(iv)
-                said = verdict(None, iv, n, n) if iv or n == 0 else \
+                said = verdict(None, iv, n_a, n_b) if iv or not (n_a and n_b) else \
                     "too few runs for a verdict (need 3+ paired seeds over 2+ noise rates)"
                 out.append(f"| {c['trend']} | {c['method']} vs {c['baseline']}: gain's slope over the noise rate | — "
                            f"| {meas} | {said} |")

@@ -364,6 +364,8 @@ def _validate(raw: dict, path: str) -> None:
             raise UsageError(f"{w}: claims[{i}].metric {c['metric']!r}; allowed: {', '.join(CLAIM_METRICS)}")
         if "trend" in c and not (isinstance(c["trend"], str) and c["trend"].strip()):
             raise UsageError(f"{w}: claims[{i}].trend must be the trend claim's text, got {c['trend']!r}")
+        if "trend" in c and len(set(next(r for r in raw["rows"] if r["id"] == c["row"])["noise"]["rates"])) < 2:
+            raise UsageError(f"{w}: claims[{i}].trend needs a row with 2+ noise rates; row {c['row']!r} has one")
     for i, f in enumerate(raw.get("figures", [])):
         if isinstance(f, dict):
             _keys(f"{w}: figures[{i}]", f, FIGURE_KEYS, {"kind"})
