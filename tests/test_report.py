@@ -233,6 +233,8 @@ def test_noise_study_figures_and_per_rate_claims(tmp_path):
     # one claim line per noise rate; equal accuracies per seed: a zero gain, not significant
     lines = [ln for ln in text.split("\n## ext-noise-fashion:")[1].splitlines() if ln.startswith("| Data Parameters (instance) beat ERM")]
     assert len(lines) == 5 and all("+0.00" in ln for ln in lines)
+    # the clean cell of a row that sweeps the noise names its rate too (never read as a noisy cell)
+    assert sum("(noise 0) |" in ln for ln in lines) == 1 and all("(noise " in ln for ln in lines)
     t = TARGETS["ext-noise-fashion"]
     from benchmarks.run.store import cell_key, load_records
 

@@ -320,7 +320,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 trends.setdefault(raw["claims"].index(c), []).append((rate, a, b))
                 iv = gain_interval(a, b)
                 meas = interval_text(iv) if iv else (single_seed_text(a, b) or "—")
-                text = claim_text(c, rate)
+                text = claim_text(c, rate, raw)
                 pg_s = "—" if pg is None else f"{pg:+.2f}" + (
                     f" (the paper's {labels[scale_of[row]]}; for scale)" if scaled else "")
                 # a CPU-sized row's verdict never tests the paper's gain of another backbone

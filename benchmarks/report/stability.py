@@ -36,7 +36,7 @@ def _verdicts(raw: dict, by_cell: dict, last_k: int | None) -> dict[str, tuple[s
         metric = c.get("metric", "test_acc")
         a, b = _by_seed(recs, last_k, metric), _by_seed(base, last_k, metric)
         iv = gain_interval(a, b)
-        out[claim_text(c, rate)] = (glance_word(verdict(None, iv, len(a), len(b))), interval_text(iv))
+        out[claim_text(c, rate, raw)] = (glance_word(verdict(None, iv, len(a), len(b))), interval_text(iv))
     return out
 
 

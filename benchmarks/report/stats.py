@@ -157,8 +157,12 @@ def seeds_text(a: dict, b: dict) -> str:
     return sa if sa == sb else f"{sa} vs {sb}"
 
 
-def claim_text(c: dict, rate: float) -> str:
-    return c.get("text", c["method"] + " vs " + c["baseline"]) + (f" (noise {rate:g})" if rate else "")
+def claim_text(c: dict, rate: float, raw: dict | None = None) -> str:
+    """The claim's words for one noise rate; the clean cell of a row that sweeps the noise says "(noise 0)" too, so a
+    claim "under label noise" never reads as if its clean cell were noisy."""
+    rates = next((r["noise"]["rates"] for r in (raw or {}).get("rows", []) if r["id"] == c["row"]), [])
+    return c.get("text", c["method"] + " vs " + c["baseline"]) + (
+        f" (noise {rate:g})" if rate or len(set(rates)) > 1 else "")
 
 
 def epoch_extras(by_cell: dict[tuple, list[dict]]):
