@@ -116,17 +116,25 @@ def cmd_list(targets, data_root: str, results: str = "results") -> None:
                 sized.append((t.name, f"budget {budget}", t.plans(budget)))
     print(f"runs, GPU-hours and CPU-hours at the full budget with the target's seeds (teacher runs counted once "
           f"each; runs shared by several targets are counted in each). GPU-hours: {ASSUMPTION}. CPU-hours: this "
-          f"machine's 2 threads at the training speed measured in this suite's own CPU runs and bench "
-          f"(benchmarks/perf/cost.py: CpuRates).")
+          f"machine's 2 threads at the training speed measured in this suite's own CPU runs and bench, on this "
+          f"CPU kind where it has any (benchmarks/perf/cost.py: CpuRates).")
     print()
     print("Rows and budgets sized for a CPU:")
     print(f"{'target':<22} {'what':<30} {'runs':>5} {'CPU-h':>8}  speed")
     for name, what, plans in sized:
         how = sorted({(rates.plan_hours(p) or (0, "not measured"))[1] for p in plans})
         print(f"{name:<22} {what:<30} {len(plans):>5} {cpu_hours(plans):>8}  {'; '.join(how)}")
-    print("speeds measured: " + "; ".join(
-        f"{m} {statistics.median([r for r, _ in v]) / 1e9:.0f} GFLOP/s ({len(v)} measurement{'s' * (len(v) != 1)})"
-        for m, v in sorted(rates.samples.items())))
+    print(f"speeds measured {rates.where()}, this one being {rates.here}: " + "; ".join(
+        f"{m} {statistics.median([r for r, _, _ in v]) / 1e9:.0f} GFLOP/s ({len(v)} measurement{'s' * (len(v) != 1)})"
+        for m, v in sorted(rates.pool.items())))
+    kinds: dict[str, list[float]] = {}  # every CPU kind's speed, for the spread between hosts
+    for v in rates.samples.values():
+        for r, _, kind in v:
+            kinds.setdefault(kind or "CPU not recorded", []).append(r)
+    if len(kinds) > 1 or not rates.on_this_cpu:
+        print("by CPU (all models): " + "; ".join(
+            f"{k}{' (this one)' * (k == rates.here)}: {statistics.median(v) / 1e9:.0f} GFLOP/s median of {len(v)}"
+            for k, v in sorted(kinds.items())))
 
 
 def figure_feeds(targets) -> dict[str, list[str]]:

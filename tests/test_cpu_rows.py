@@ -99,9 +99,12 @@ def test_report_shows_the_paper_row_for_scale_without_a_difference(tmp_path):
     assert "Rows sized for a 2-core CPU" in text and "ResNet-8 for 20 epochs (lr x0.1 at 13 and 17)" in text
 
 
-def _cpu_run(tmp_path, plan, seconds):
+HERE = "Test CPU family 1 model 1, avx2"
+
+
+def _cpu_run(tmp_path, plan, seconds, cpu=HERE):
     rec = record(plan, 50.0)
-    rec["provenance"].update(device_type="cpu", engine={"pack": 1})
+    rec["provenance"].update(device_type="cpu", engine={"pack": 1}, cpu=cpu)
     rec["history"] = [dict(rec["history"][0], epoch=e + 1, seconds=s) for e, s in enumerate(seconds)]
     write_atomic(str(tmp_path / "runs" / plan.target / f"{plan.run_id}.json"), rec)
 
@@ -110,10 +113,10 @@ def test_cpu_hours_from_measured_runs(tmp_path):
     sl4 = _cpu("superloss-fig4")[0]  # ResNet-8, CIFAR-100, 30 epochs
     r8 = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8" and p.variant == "erm"][0]
     _cpu_run(tmp_path, r8, [100.0, 30.0, 31.0, 29.0, 30.0])  # median 30 s per 50,000-image epoch
-    rates = cost.CpuRates.measure(str(tmp_path))
+    rates = cost.CpuRates.measure(str(tmp_path), here=HERE)
     f8 = cost.forward_flops(json.dumps(r8.spec["model"], sort_keys=True), "cifar10")
     rate, how = rates.rate("resnet8", f8)
-    assert rate == pytest.approx(3 * f8 * 50000 / 30.0) and how == "measured: resnet8, 1 CPU measurement"
+    assert rate == pytest.approx(3 * f8 * 50000 / 30.0) and how == "measured: resnet8, 1 CPU measurement on this CPU"
     hours, how = rates.plan_hours(sl4)
     f8c100 = cost.forward_flops(json.dumps(sl4.spec["model"], sort_keys=True), "cifar100")
     assert hours == pytest.approx(3 * f8c100 * 50000 * 30 / rate / 3600)
@@ -121,7 +124,7 @@ def test_cpu_hours_from_measured_runs(tmp_path):
     # a model never run on the CPU takes the nearest measured model's rate, and says so
     r20 = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet20" and p.variant == "erm"][0]
     hours20, how = rates.plan_hours(r20)
-    assert how == "no CPU run of resnet20: the rate of resnet8, nearest in FLOPs"
+    assert how == "no CPU run of resnet20: the rate of resnet8, nearest in FLOPs, on this CPU"
     f20 = cost.forward_flops(json.dumps(r20.spec["model"], sort_keys=True), "cifar10")
     assert hours20 == pytest.approx(3 * f20 * 50000 * 16 / rate / 3600)
     # a bf16-autocast run is not a measurement of the float32 default (it would halve the estimate)
@@ -131,15 +134,56 @@ def test_cpu_hours_from_measured_runs(tmp_path):
     rec = json.loads(rec_path.read_text())
     rec["provenance"]["engine"]["amp"] = "bf16"
     rec_path.write_text(json.dumps(rec))
-    assert cost.CpuRates.measure(str(tmp_path)).rate("resnet8", f8) == (rate, "measured: resnet8, 1 CPU measurement")
+    assert cost.CpuRates.measure(str(tmp_path), here=HERE).rate("resnet8", f8) == (
+        rate, "measured: resnet8, 1 CPU measurement on this CPU")
     # packed runs, GPU runs and failed runs are not measurements of this CPU
-    assert cost.CpuRates.measure(str(tmp_path / "nothing")).plan_hours(sl4) is None
+    assert cost.CpuRates.measure(str(tmp_path / "nothing"), here=HERE).plan_hours(sl4) is None
+
+
+def test_cpu_speed_is_taken_from_this_cpu_kind_when_measured(tmp_path):
+    """Hosts differ ~2x: this CPU kind's measurements win; without any, all are used and the estimate says so."""
+    plans = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8"]
+    _cpu_run(tmp_path, plans[0], [30.0], cpu="Fast CPU, avx512")
+    _cpu_run(tmp_path, plans[1], [30.0], cpu=None)  # a record from before `cpu` was written
+    f8 = cost.forward_flops(json.dumps(plans[0].spec["model"], sort_keys=True), "cifar10")
+    fast = 3 * f8 * 50000 / 30.0
+    rate, how = cost.CpuRates.measure(str(tmp_path), here=HERE).rate("resnet8", f8)
+    assert rate == pytest.approx(fast)
+    assert how == "measured: resnet8, 2 CPU measurements on other CPUs (none on this one)"
+    _cpu_run(tmp_path, plans[2], [60.0])  # this CPU, twice as slow: the only measurement used from now on
+    rates = cost.CpuRates.measure(str(tmp_path), here=HERE)
+    assert rates.rate("resnet8", f8) == (pytest.approx(fast / 2), "measured: resnet8, 1 CPU measurement on this CPU")
+    # a model measured only elsewhere takes this CPU's nearest model, not the other host's own measurement
+    r20 = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet20"][0]
+    _cpu_run(tmp_path, r20, [10.0], cpu="Fast CPU, avx512")
+    f20 = cost.forward_flops(json.dumps(r20.spec["model"], sort_keys=True), "cifar10")
+    rates = cost.CpuRates.measure(str(tmp_path), here=HERE)
+    assert rates.rate("resnet20", f20) == (
+        pytest.approx(fast / 2), "no CPU run of resnet20: the rate of resnet8, nearest in FLOPs, on this CPU")
+    assert rates.rate("resnet20", f20) != cost.CpuRates.measure(str(tmp_path), here="Fast CPU, avx512").rate(
+        "resnet20", f20)
+
+
+def test_cpu_kind_names_model_family_and_vector_unit(monkeypatch, tmp_path):
+    from benchmarks.run import provenance
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n\nprocessor\t: 1\n"
+                    "model name\t: other\nflags\t\t: avx512f\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(info if f == "/proc/cpuinfo" else f, *a, **k))
+    provenance.cpu_kind.cache_clear()
+    try:
+        assert provenance.cpu_kind() == "AMD EPYC family 25 model 1, avx2"
+    finally:
+        provenance.cpu_kind.cache_clear()
 
 
 def test_teacher_forward_and_oracle_subset_enter_the_cpu_estimate(tmp_path):
     r8 = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8" and p.variant == "erm"][0]
     _cpu_run(tmp_path, r8, [30.0])
-    rates = cost.CpuRates.measure(str(tmp_path))
+    rates = cost.CpuRates.measure(str(tmp_path), here=HERE)
     dcd = _cpu("dcd-table1")
     erm = next(p for p in dcd if p.row == "cpu-cifar10" and p.variant == "erm")
     kd = next(p for p in dcd if p.variant == "kd-cpu" and p.spec["seed"] == erm.spec["seed"])
@@ -167,15 +211,25 @@ def test_flops_are_cached_on_disk(tmp_path, monkeypatch):
     cost.forward_flops.cache_clear()
 
 
-def test_list_shows_the_cpu_rows_with_cpu_hours(capsys, tmp_path):
+def test_list_shows_the_cpu_rows_with_cpu_hours(capsys, tmp_path, monkeypatch):
     from benchmarks.cli import main
+    from benchmarks.run import provenance
 
+    monkeypatch.setattr(provenance, "cpu_kind", lambda: HERE)
     r8 = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8" and p.variant == "erm"][0]
     _cpu_run(tmp_path, r8, [30.0])
     assert main(["list", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "CPU-h" in out and "Rows and budgets sized for a CPU:" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("superloss-fig5") and "row cpu-cifar10" in ln)
-    assert line.split()[3] == "24" and "measured: resnet8, 1 CPU measurement" in line
+    assert line.split()[3] == "24" and "measured: resnet8, 1 CPU measurement on this CPU" in line
     assert 2.0 < float(line.split()[4]) < 5.0
-    assert "resnet8 " in out.splitlines()[-1] and "GFLOP/s" in out.splitlines()[-1]
+    assert out.splitlines()[-1].startswith(f"speeds measured on this CPU, this one being {HERE}: resnet8 ") and "GFLOP/s" in out
+    # a second host's runs: the estimate keeps this CPU's speed and the spread between hosts is printed
+    r8b = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8" and p.variant == "spl"][0]
+    _cpu_run(tmp_path, r8b, [15.0], cpu="Fast CPU, avx512")
+    assert main(["list", "--results", str(tmp_path)]) == 0
+    out2 = capsys.readouterr().out
+    assert next(ln for ln in out2.splitlines() if ln.startswith("superloss-fig5") and "row cpu-cifar10" in ln) == line
+    assert out2.splitlines()[-1].startswith("by CPU (all models): Fast CPU, avx512: ")
+    assert f"{HERE} (this one): " in out2.splitlines()[-1]

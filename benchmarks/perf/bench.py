@@ -115,8 +115,9 @@ def device_record(device) -> dict:
     import torch
 
     from benchmarks.run.launchers.jobs import usable_cores
+    from benchmarks.run.provenance import cpu_kind
 
-    rec = {"device_class": device.type, "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
+    rec = {"device_class": device.type, "cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         rec["device"] = torch.cuda.get_device_name(device)

@@ -9,8 +9,10 @@ forward only), times the steps of the run.
   step (small networks are bound by kernel launches, not FLOPs).
 - CPU-hours divide it by a measured rate (`CpuRates`): the effective FLOP/s of this suite's own finished CPU runs
   (results/runs/*/*.json: training images x work per image / median epoch seconds, evaluation included, unpacked
-  runs only), per model, and of the engine path of `bench` (results/bench/*/cpu.json). A model with no measurement
-  of its own takes the rate of the measured model nearest in FLOPs, and says so.
+  runs only), per model, and of the engine path of `bench` (results/bench/*/cpu.json). Hosts differ (about 2x
+  between an AVX2-only and an AVX-512 2-core host), so measurements made on this CPU kind (provenance `cpu`,
+  benchmarks/run/provenance.py: cpu_kind) are used when there are any, and all of them, said so, when there are
+  none. A model with no measurement of its own takes the rate of the measured model nearest in FLOPs, and says so.
 
 Per-model FLOPs are cached in `$CLREPRO_CACHE/flops.json` (default ~/.cache/clrepro), keyed by the sha256 of the
 models/ sources, the model spec and the dataset, so `list` does not build networks it has counted before.
@@ -130,14 +132,25 @@ def plans_hours(plans) -> float:
 
 
 class CpuRates:
-    """Effective training FLOP/s measured on this machine's CPU, per model (see the module docstring)."""
+    """Effective training FLOP/s measured on this suite's CPU runs, per model and CPU kind (module docstring)."""
 
-    def __init__(self, samples: dict[str, list[tuple[float, str]]], flops: dict[str, float]):
-        self.samples, self.flops = samples, flops  # model name -> [(FLOP/s, source)], model name -> forward FLOPs
+    def __init__(self, samples: dict[str, list[tuple[float, str, str | None]]], flops: dict[str, float],
+                 here: str | None = None):
+        # model name -> [(FLOP/s, source, CPU kind or None where the record predates it)], model -> forward FLOPs
+        self.samples, self.flops = samples, flops
+        if here is None:
+            from benchmarks.run.provenance import cpu_kind
+
+            here = cpu_kind()
+        self.here = here
+        same = {m: [s for s in v if s[2] == here] for m, v in samples.items()}
+        self.on_this_cpu = any(same.values())
+        # the measurements an estimate is made from: this CPU kind's when it has any, else every one
+        self.pool = {m: v for m, v in same.items() if v} if self.on_this_cpu else samples
 
     @classmethod
-    def measure(cls, results: str) -> "CpuRates":
-        samples: dict[str, list[tuple[float, str]]] = {}
+    def measure(cls, results: str, here: str | None = None) -> "CpuRates":
+        samples: dict[str, list[tuple[float, str, str | None]]] = {}
         flops: dict[str, float] = {}
         for path in sorted(glob.glob(os.path.join(results, "runs", "*", "*.json"))):
             try:
@@ -158,33 +171,37 @@ class CpuRates:
                 continue
             name = spec["model"]["name"]
             flops[name] = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])
-            samples.setdefault(name, []).append((work / statistics.median(secs), "runs"))
+            samples.setdefault(name, []).append((work / statistics.median(secs), "runs", prov.get("cpu")))
         for path in sorted(glob.glob(os.path.join(results, "bench", "*", "cpu.json"))):
             try:
                 with open(path) as f:
                     rec = json.load(f)
+                kind = rec.get("cpu_kind")
                 for w in rec.get("workloads", {}).values():
                     eng, fl = (w.get("paths") or {}).get("engine") or {}, w.get("flops") or {}
                     name = ((w.get("spec") or {}).get("model") or {}).get("name")
                     if eng.get("status") == "ok" and fl.get("train_per_image") and name:
                         flops.setdefault(name, fl["forward_per_image"])
                         samples.setdefault(name, []).append(
-                            (fl["train_per_image"] * eng["images_per_s_median"], "bench"))
+                            (fl["train_per_image"] * eng["images_per_s_median"], "bench", kind))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
-        return cls(samples, flops)
+        return cls(samples, flops, here)
+
+    def where(self) -> str:
+        return "on this CPU" if self.on_this_cpu else "on other CPUs (none on this one)"
 
     def rate(self, model: str, forward: float) -> tuple[float, str] | None:
         """(FLOP/s, how it was measured) for a model of `forward` FLOPs per example; None when nothing was."""
-        if model in self.samples:
-            rates = [r for r, _ in self.samples[model]]
+        if model in self.pool:
+            rates = [r for r, _, _ in self.pool[model]]
             n = len(rates)
-            return statistics.median(rates), f"measured: {model}, {n} CPU measurement{'s' * (n != 1)}"
-        if not self.samples:
+            return statistics.median(rates), f"measured: {model}, {n} CPU measurement{'s' * (n != 1)} {self.where()}"
+        if not self.pool:
             return None
-        near = min(self.samples, key=lambda m: abs(math.log(max(self.flops[m], 1.0) / max(forward, 1.0))))
+        near = min(self.pool, key=lambda m: abs(math.log(max(self.flops[m], 1.0) / max(forward, 1.0))))
         r, _ = self.rate(near, self.flops[near])
-        return r, f"no CPU run of {model}: the rate of {near}, nearest in FLOPs"
+        return r, f"no CPU run of {model}: the rate of {near}, nearest in FLOPs, {self.where()}"
 
     def run_hours(self, spec: dict, trainable: int) -> tuple[float, str] | None:
         f = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])

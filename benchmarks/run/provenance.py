@@ -1,6 +1,7 @@
 """Where and with what a run was made: git state, library versions, device, host, times."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -23,10 +24,33 @@ def _git(*args: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_kind() -> str:
+    """The host CPU as speeds depend on it: model name, family/model numbers and widest vector unit, from
+    /proc/cpuinfo (e.g. 'AMD EPYC family 25 model 1, avx2'). Two 2-core hosts of this suite's CI differ about 2x
+    in training speed (an AVX2-only Zen 3 against hosts with AVX-512), so CPU timings are compared per kind."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block describes them all
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" family {fields['cpu family']} model {fields['model']}"
+    flags = set(fields.get("flags", "").split())
+    isa = next((i for i in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if i in flags), None)
+    return f"{name}, {isa.replace('avx512f', 'avx512')}" if isa else name
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_kind()}, {torch.get_num_threads()} threads)"
 
 
 def environment(device: torch.device) -> dict:
@@ -41,6 +65,7 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "device": device_name(device),
         "device_type": device.type,
+        "cpu": cpu_kind(),  # the host CPU also under a GPU (data loading); CPU speeds are compared per kind
         "host": socket.gethostname(),
         "argv": sys.argv[1:],
         **({"plugins": plugins()} if plugins() else {}),  # methods from outside the repository (benchmarks/plugins.py)
