@@ -5,6 +5,7 @@ import math
 import os
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT
@@ -165,7 +166,7 @@ def test_cpu_speed_is_taken_from_this_cpu_kind_when_measured(tmp_path):
 
 
 def test_cpu_kind_names_model_family_and_vector_unit(monkeypatch, tmp_path):
-    from benchmarks.run import provenance
+    from benchmarks.run import host, provenance
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
@@ -173,11 +174,13 @@ def test_cpu_kind_names_model_family_and_vector_unit(monkeypatch, tmp_path):
                     "model name\t: other\nflags\t\t: avx512f\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(info if f == "/proc/cpuinfo" else f, *a, **k))
-    provenance.cpu_kind.cache_clear()
+    host.cpu_kind.cache_clear()
     try:
-        assert provenance.cpu_kind() == "AMD EPYC family 25 model 1, avx2"
+        assert host.cpu_kind() == "AMD EPYC family 25 model 1, avx2"
+        assert provenance.environment(torch.device("cpu"))["cpu"] == "AMD EPYC family 25 model 1, avx2"
+        assert provenance.device_name(torch.device("cpu")).startswith("cpu (AMD EPYC family 25 model 1, avx2, ")
     finally:
-        provenance.cpu_kind.cache_clear()
+        host.cpu_kind.cache_clear()
 
 
 def test_teacher_forward_and_oracle_subset_enter_the_cpu_estimate(tmp_path):
@@ -213,9 +216,9 @@ def test_flops_are_cached_on_disk(tmp_path, monkeypatch):
 
 def test_list_shows_the_cpu_rows_with_cpu_hours(capsys, tmp_path, monkeypatch):
     from benchmarks.cli import main
-    from benchmarks.run import provenance
+    from benchmarks.run import host
 
-    monkeypatch.setattr(provenance, "cpu_kind", lambda: HERE)
+    monkeypatch.setattr(host, "cpu_kind", lambda: HERE)
     r8 = [p for p in TARGETS["blcl-table1"].plans("reduced") if p.row == "resnet8" and p.variant == "erm"][0]
     _cpu_run(tmp_path, r8, [30.0])
     assert main(["list", "--results", str(tmp_path)]) == 0

@@ -115,7 +115,7 @@ def device_record(device) -> dict:
     import torch
 
     from benchmarks.run.launchers.jobs import usable_cores
-    from benchmarks.run.provenance import cpu_kind
+    from benchmarks.run.host import cpu_kind
 
     rec = {"device_class": device.type, "cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}

@@ -139,7 +139,7 @@ class CpuRates:
         # model name -> [(FLOP/s, source, CPU kind or None where the record predates it)], model -> forward FLOPs
         self.samples, self.flops = samples, flops
         if here is None:
-            from benchmarks.run.provenance import cpu_kind
+            from benchmarks.run.host import cpu_kind
 
             here = cpu_kind()
         self.here = here
