@@ -127,10 +127,7 @@ def cmd_list(targets, data_root: str, results: str = "results") -> None:
     print(f"speeds measured {rates.where()}, this one being {rates.here}: " + "; ".join(
         f"{m} {statistics.median([r for r, _, _ in v]) / 1e9:.0f} GFLOP/s ({len(v)} measurement{'s' * (len(v) != 1)})"
         for m, v in sorted(rates.pool.items())))
-    kinds: dict[str, list[float]] = {}  # every CPU kind's speed, for the spread between hosts
-    for v in rates.samples.values():
-        for r, _, kind in v:
-            kinds.setdefault(kind or "CPU not recorded", []).append(r)
+    kinds = rates.by_kind()
     if len(kinds) > 1 or not rates.on_this_cpu:
         print("by CPU (all models): " + "; ".join(
             f"{k}{' (this one)' * (k == rates.here)}: {statistics.median(v) / 1e9:.0f} GFLOP/s median of {len(v)}"

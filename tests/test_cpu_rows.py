@@ -174,13 +174,14 @@ def test_cpu_kind_names_model_family_and_vector_unit(monkeypatch, tmp_path):
                     "model name\t: other\nflags\t\t: avx512f\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(info if f == "/proc/cpuinfo" else f, *a, **k))
-    host.cpu_kind.cache_clear()
+    host._cpuinfo.cache_clear()
     try:
         assert host.cpu_kind() == "AMD EPYC family 25 model 1, avx2"
+        assert host.cpu_name() == "AMD EPYC"
         assert provenance.environment(torch.device("cpu"))["cpu"] == "AMD EPYC family 25 model 1, avx2"
         assert provenance.device_name(torch.device("cpu")).startswith("cpu (AMD EPYC family 25 model 1, avx2, ")
     finally:
-        host.cpu_kind.cache_clear()
+        host._cpuinfo.cache_clear()
 
 
 def test_teacher_forward_and_oracle_subset_enter_the_cpu_estimate(tmp_path):

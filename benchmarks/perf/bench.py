@@ -100,25 +100,14 @@ def parse_anchor_output(text: str) -> float:
     raise ValueError(f"no 'epoch_s=' in the anchor's output: {text.strip()[-300:]!r}")
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_record(device) -> dict:
     import torch
 
     from benchmarks.run.launchers.jobs import usable_cores
-    from benchmarks.run.host import cpu_kind
+    from benchmarks.run.host import cpu_kind, cpu_name
 
-    rec = {"device_class": device.type, "cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    rec = {"device_class": device.type, "cpu": cpu_name(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(),
+           "usable_cores": usable_cores(), "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         rec["device"] = torch.cuda.get_device_name(device)
         rec["cuda"] = torch.version.cuda

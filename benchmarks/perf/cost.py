@@ -11,7 +11,7 @@ forward only), times the steps of the run.
   (results/runs/*/*.json: training images x work per image / median epoch seconds, evaluation included, unpacked
   runs only), per model, and of the engine path of `bench` (results/bench/*/cpu.json). Hosts differ (about 2x
   between an AVX2-only and an AVX-512 2-core host), so measurements made on this CPU kind (provenance `cpu`,
-  benchmarks/run/provenance.py: cpu_kind) are used when there are any, and all of them, said so, when there are
+  benchmarks/run/host.py: cpu_kind) are used when there are any, and all of them, said so, when there are
   none. A model with no measurement of its own takes the rate of the measured model nearest in FLOPs, and says so.
 
 Per-model FLOPs are cached in `$CLREPRO_CACHE/flops.json` (default ~/.cache/clrepro), keyed by the sha256 of the
@@ -187,6 +187,14 @@ class CpuRates:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
         return cls(samples, flops, here)
+
+    def by_kind(self) -> dict[str, list[float]]:
+        """Every measurement's FLOP/s per CPU kind (all models), for the spread between hosts."""
+        out: dict[str, list[float]] = {}
+        for v in self.samples.values():
+            for r, _, kind in v:
+                out.setdefault(kind or "CPU not recorded", []).append(r)
+        return out
 
     def where(self) -> str:
         return "on this CPU" if self.on_this_cpu else "on other CPUs (none on this one)"

@@ -6,21 +6,31 @@ import platform
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_kind() -> str:
-    """The host CPU as speeds depend on it: model name, family/model numbers and widest vector unit, from
-    /proc/cpuinfo (e.g. 'AMD EPYC family 25 model 1, avx2'). Two 2-core hosts of this suite's CI differ about 2x
-    in training speed (an AVX2-only Zen 3 against hosts with AVX-512), so CPU timings are compared per kind."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (it describes them all); empty where there is none."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if not line.strip():
-                    break  # the first processor's block describes them all
+                    break
                 key, _, value = line.partition(":")
                 fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU's model name (e.g. 'AMD EPYC')."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_kind() -> str:
+    """The host CPU as speeds depend on it: model name, family/model numbers and widest vector unit (e.g. 'AMD
+    EPYC family 25 model 1, avx2'). Two 2-core hosts of this suite's CI differ about 2x in training speed (an
+    AVX2-only Zen 3 against hosts with AVX-512), so CPU timings are compared per kind."""
+    fields, name = _cpuinfo(), cpu_name()
     if "cpu family" in fields and "model" in fields:
         name += f" family {fields['cpu family']} model {fields['model']}"
     flags = set(fields.get("flags", "").split())
