@@ -122,7 +122,8 @@ def cmd_list(targets, data_root: str, results: str = "results") -> None:
     print("Rows and budgets sized for a CPU:")
     print(f"{'target':<22} {'what':<30} {'runs':>5} {'CPU-h':>8}  speed")
     for name, what, plans in sized:
-        how = sorted({(rates.plan_hours(p) or (0, "not measured"))[1] for p in plans})
+        how = sorted({part for p in plans for part in (rates.plan_hours(p) or (0, "not measured"))[1].split("; ")},
+                     key=lambda part: (" trains on " in part, part))  # the speed first, then curricula's shares
         print(f"{name:<22} {what:<30} {len(plans):>5} {cpu_hours(plans):>8}  {'; '.join(how)}")
     print(f"speeds measured {rates.where()}, this one being {rates.here}: " + "; ".join(
         f"{m} {statistics.median([r for r, _, _ in v]) / 1e9:.0f} GFLOP/s ({len(v)} measurement{'s' * (len(v) != 1)})"

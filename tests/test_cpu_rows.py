@@ -103,10 +103,12 @@ def test_report_shows_the_paper_row_for_scale_without_a_difference(tmp_path):
 HERE = "Test CPU family 1 model 1, avx2"
 
 
-def _cpu_run(tmp_path, plan, seconds, cpu=HERE):
+def _cpu_run(tmp_path, plan, seconds, cpu=HERE, selected=None):
     rec = record(plan, 50.0)
     rec["provenance"].update(device_type="cpu", engine={"pack": 1}, cpu=cpu)
     rec["history"] = [dict(rec["history"][0], epoch=e + 1, seconds=s) for e, s in enumerate(seconds)]
+    for h, n in zip(rec["history"], selected or []):
+        h["extras"] = {"n_selected": n}
     write_atomic(str(tmp_path / "runs" / plan.target / f"{plan.run_id}.json"), rec)
 
 
@@ -200,6 +202,44 @@ def test_teacher_forward_and_oracle_subset_enter_the_cpu_estimate(tmp_path):
     assert rates.plan_hours(oracle)[0] / rates.plan_hours(base)[0] == pytest.approx(0.6, abs=1e-3)
 
 
+def test_a_curriculum_counts_the_images_it_trained_on(tmp_path):
+    """MEKD's stages and DCD's window train on a subset (extras.n_selected): the rate divides the images actually
+    trained on by the epoch's seconds, and the row's other seeds are estimated at the measured share."""
+    dcd = _cpu("dcd-table1")
+    erm0, erm1 = sorted((p for p in dcd if p.variant == "erm"), key=lambda p: p.spec["seed"])[:2]
+    mekd0, mekd1 = sorted((p for p in dcd if p.variant == "mekd-cpu"), key=lambda p: p.spec["seed"])[:2]
+    kd1 = next(p for p in dcd if p.variant == "kd-cpu" and p.spec["seed"] == 1)
+    _cpu_run(tmp_path, erm0, [30.0] * 15)  # 45,000 images in 30 s
+    rate0 = cost.CpuRates.measure(str(tmp_path), here=HERE).rate("resnet8", 1.0)[0]
+    # a curriculum of the same speed: a third of the data in a third of the time for 10 epochs, all of it for 5
+    # (the median epoch is a short one: a rate from the whole training set would be 3x too fast)
+    n = cost.train_images(mekd0.spec)
+    assert n == 45000
+    sel = [n // 3] * 10 + [n] * 5
+    f8 = cost.forward_flops(json.dumps(erm0.spec["model"], sort_keys=True), "cifar10")
+    f20 = cost.forward_flops(json.dumps({"name": "resnet20"}, sort_keys=True), "cifar10")
+    kd_secs = 30.0 * (3 * f8 + f20) / (3 * f8)  # its work per image adds the teacher's forward
+    _cpu_run(tmp_path, mekd0, [kd_secs / 3] * 10 + [kd_secs] * 5, selected=sel)
+    rates = cost.CpuRates.measure(str(tmp_path), here=HERE)
+    assert [r for r, _, _ in rates.pool["resnet8"]] == pytest.approx([rate0, rate0])  # not 3x for the short epochs
+    # seed 1 of the same row: estimated at the measured share of sample passes, (10/3 + 5) / 15 = 5/9
+    full, how_full = rates.plan_hours(kd1)
+    part, how = rates.plan_hours(mekd1)
+    assert part / full == pytest.approx(5 / 9)
+    assert how == (f"{how_full}; mekd trains on 56% of the full-data sample passes (measured on 1 finished run "
+                   f"of its setting)")
+    assert rates.plan_hours(erm1) == rates.plan_hours(erm0) and " trains on " not in rates.plan_hours(erm1)[1]
+    # another setting of the method (more epochs) has no measured share: the whole training set every epoch
+    other = dict(mekd1.spec, recipe=dict(mekd1.spec["recipe"], epochs=30))
+    hours, how = rates.run_hours(other, 1)
+    assert hours == pytest.approx(2 * full) and how == how_full
+    # a record with fewer epochs than its recipe measures no share
+    _cpu_run(tmp_path, mekd1, [kd_secs / 3] * 5, selected=[n // 3] * 5)
+    shares = cost.CpuRates.measure(str(tmp_path), here=HERE).shares
+    assert shares[cost.setting_key(mekd1.spec)] == [pytest.approx(5 / 9)]
+    assert shares[cost.setting_key(erm1.spec)] == [1.0]
+
+
 def test_flops_are_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path))
     cost.forward_flops.cache_clear()
@@ -237,3 +277,10 @@ def test_list_shows_the_cpu_rows_with_cpu_hours(capsys, tmp_path, monkeypatch):
     assert next(ln for ln in out2.splitlines() if ln.startswith("superloss-fig5") and "row cpu-cifar10" in ln) == line
     assert out2.splitlines()[-1].startswith("by CPU (all models): Fast CPU, avx512: ")
     assert f"{HERE} (this one): " in out2.splitlines()[-1]
+    # a finished curriculum run: its row names the speed once, then the curriculum's measured share
+    mekd = next(p for p in _cpu("dcd-table1") if p.variant == "mekd-cpu")
+    _cpu_run(tmp_path, mekd, [10.0] * 15, selected=[15000] * 15)
+    assert main(["list", "--results", str(tmp_path)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("dcd-table1") and "row cpu-cifar10 " in ln)
+    assert line.endswith("measured: resnet8, 2 CPU measurements on this CPU; mekd trains on 33% of the full-data "
+                         "sample passes (measured on 1 finished run of its setting)")

@@ -8,8 +8,11 @@ forward only), times the steps of the run.
   FP32/TF32 TFLOP/s on one H100 for these small CIFAR networks, with a floor of ASSUMED_MIN_STEP_MS per network
   step (small networks are bound by kernel launches, not FLOPs).
 - CPU-hours divide it by a measured rate (`CpuRates`): the effective FLOP/s of this suite's own finished CPU runs
-  (results/runs/*/*.json: training images x work per image / median epoch seconds, evaluation included, unpacked
-  runs only), per model, and of the engine path of `bench` (results/bench/*/cpu.json). Hosts differ (about 2x
+  (results/runs/*/*.json: the median over epochs of the epoch's training images x work per image / its seconds,
+  evaluation included, unpacked runs only), per model, and of the engine path of `bench` (results/bench/*/cpu.json).
+  A curriculum that trains on a subset (MEKD's stages, DCD's window: `extras.n_selected` per epoch) counts the
+  images it trained on, both in the rate and in the estimate: a run whose finished runs of the same setting (any
+  seed, any device) trained on a share of the sample passes is estimated at that measured share. Hosts differ (about 2x
   between an AVX2-only and an AVX-512 2-core host), so measurements made on this CPU kind (provenance `cpu`,
   benchmarks/run/host.py: cpu_kind) are used when there are any, and all of them, said so, when there are
   none. A model with no measurement of its own takes the rate of the measured model nearest in FLOPs, and says so.
@@ -78,6 +81,24 @@ def train_images(spec: dict) -> int:
     return n
 
 
+def epoch_images(rec: dict) -> list[tuple[int, float | None]]:
+    """(training images, seconds) of each epoch of a run record: the curriculum's own count where the method
+    records one (`extras.n_selected`: MEKD, DCD), else the whole training set."""
+    n = train_images(rec["spec"])
+    out = []
+    for h in rec.get("history", []):
+        sel = (h.get("extras") or {}).get("n_selected")
+        out.append((int(sel) if isinstance(sel, (int, float)) and sel > 0 else n, h.get("seconds")))
+    return out
+
+
+def setting_key(spec: dict) -> str:
+    """A run's setting less its seed (and the seed-dependent validation split and teacher run): runs of one row
+    share it, so a curriculum's measured share of sample passes carries over to the row's other seeds."""
+    data = {k: v for k, v in spec["data"].items() if k != "val_seed"}
+    return json.dumps([spec["method"], spec["model"], data, spec["recipe"]], sort_keys=True)
+
+
 def image_work(spec: dict, trainable: int = 1) -> float:
     """Training FLOPs per training image: 3 x forward per trainable network + the forward of each frozen role."""
     f = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])
@@ -135,9 +156,10 @@ class CpuRates:
     """Effective training FLOP/s measured on this suite's CPU runs, per model and CPU kind (module docstring)."""
 
     def __init__(self, samples: dict[str, list[tuple[float, str, str | None]]], flops: dict[str, float],
-                 here: str | None = None):
-        # model name -> [(FLOP/s, source, CPU kind or None where the record predates it)], model -> forward FLOPs
-        self.samples, self.flops = samples, flops
+                 here: str | None = None, shares: dict[str, list[float]] | None = None):
+        # model name -> [(FLOP/s, source, CPU kind or None where the record predates it)], model -> forward FLOPs,
+        # setting_key -> the share of full-data sample passes each finished run of that setting trained on
+        self.samples, self.flops, self.shares = samples, flops, shares or {}
         if here is None:
             from benchmarks.run.host import cpu_kind
 
@@ -152,26 +174,33 @@ class CpuRates:
     def measure(cls, results: str, here: str | None = None) -> "CpuRates":
         samples: dict[str, list[tuple[float, str, str | None]]] = {}
         flops: dict[str, float] = {}
+        shares: dict[str, list[float]] = {}
         for path in sorted(glob.glob(os.path.join(results, "runs", "*", "*.json"))):
             try:
                 with open(path) as f:
                     rec = json.load(f)
                 prov, spec = rec.get("provenance") or {}, rec["spec"]
+                if rec.get("status") != "ok":
+                    continue
+                epochs = epoch_images(rec)
+                if epochs and len(epochs) == spec["recipe"]["epochs"]:
+                    shares.setdefault(setting_key(spec), []).append(
+                        sum(n for n, _ in epochs) / (train_images(spec) * len(epochs)))
                 engine = prov.get("engine") or {}
                 # the estimate is for the engine's CPU defaults: one network, float32 (a bf16-autocast run, such
                 # as blcl-table1's outside anchor, is about 2x faster on a host with native bf16)
-                if rec.get("status") != "ok" or prov.get("device_type") != "cpu" or engine.get("pack", 1) != 1 \
+                if prov.get("device_type") != "cpu" or engine.get("pack", 1) != 1 \
                         or engine.get("amp", "none") != "none":
                     continue
-                secs = [h["seconds"] for h in rec.get("history", []) if h.get("seconds")]
-                if not secs:
+                per_image = image_work(spec, trainable_networks(spec["method"]["name"]))
+                rates = [per_image * n / s for n, s in epochs if s]
+                if not rates:
                     continue
-                work = image_work(spec, trainable_networks(spec["method"]["name"])) * train_images(spec)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             name = spec["model"]["name"]
             flops[name] = forward_flops(json.dumps(spec["model"], sort_keys=True), spec["data"]["dataset"])
-            samples.setdefault(name, []).append((work / statistics.median(secs), "runs", prov.get("cpu")))
+            samples.setdefault(name, []).append((statistics.median(rates), "runs", prov.get("cpu")))
         for path in sorted(glob.glob(os.path.join(results, "bench", "*", "cpu.json"))):
             try:
                 with open(path) as f:
@@ -186,7 +215,7 @@ class CpuRates:
                             (fl["train_per_image"] * eng["images_per_s_median"], "bench", kind))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
-        return cls(samples, flops, here)
+        return cls(samples, flops, here, shares)
 
     def by_kind(self) -> dict[str, list[float]]:
         """Every measurement's FLOP/s per CPU kind (all models), for the spread between hosts."""
@@ -217,6 +246,13 @@ class CpuRates:
         if got is None:
             return None
         work = image_work(spec, trainable) * train_images(spec) * spec["recipe"]["epochs"]
+        shares = self.shares.get(setting_key(spec), [])
+        share = statistics.mean(shares) if shares else 1.0
+        if share < 1.0 - 1e-9:
+            n = len(shares)
+            return work * share / got[0] / 3600.0, (
+                f"{got[1]}; {spec['method']['name']} trains on {100 * share:.0f}% of the full-data sample passes "
+                f"(measured on {n} finished run{'s' * (n != 1)} of its setting)")
         return work / got[0] / 3600.0, got[1]
 
     def plan_hours(self, plan) -> tuple[float, str] | None:
