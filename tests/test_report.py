@@ -574,6 +574,13 @@ def test_trend_and_train_metric_claims_in_the_report(tmp_path):
     mem = _line(dr_text, "| CPU row (ResNet-20, 75 epochs, one seed), all labels random: the class curriculum slows")
     assert "| erm vs dp-class | — | +32.00 (one seed: no interval) | too few runs" in mem, mem
     assert "gain's slope over the noise rate" not in dr_text  # a claim without `trend` has no trend row
+    # the rows table shows the claim's metric next to the test accuracy (chance here): the mean of epochs 2-6
+    erm_row = _line(dr_text, "| CPU row: CIFAR-100, all labels random, ResNet-20, 75 epochs, one seed, noise 1 | erm |")
+    assert "| 1.00 (n=1); train_acc: 40.00 (n=1) |" in erm_row, erm_row
+    dp_row = _line(dr_text, "| CPU row: CIFAR-100, all labels random, ResNet-20, 75 epochs, one seed, noise 1 | dp-class |")
+    assert "; train_acc: 8.00 (n=1) |" in dp_row and "The claims compare `train_acc`" in dr_text, dp_row
+    # SuperLoss's claims are on test accuracy: no extra metric (its section ends where Data Parameters' begins)
+    assert "train_acc:" not in sl_text.split("\n## dataparams-random:")[0]
     # the trend verdict is in the claims-at-a-glance summary too
     assert text.count("CPU row (ResNet-8, 15 epochs): SuperLoss's (tau = log C) gain over CE grows") == 2
 

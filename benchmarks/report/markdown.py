@@ -200,6 +200,9 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
     labels = {r["id"]: r.get("label", r["id"]) for r in raw["rows"]}
     last_k = (raw.get("measure") or {}).get("last_k")
     scale_of = {r["id"]: r["scale_of"] for r in raw["rows"] if r.get("scale_of")}
+    # a claim on another metric than test accuracy (Data Parameters' memorisation: training accuracy) shows it in the
+    # Measured cell too, read the same way (last epoch, or the mean of the `measure`'s last k)
+    other_metrics = sorted({c["metric"] for c in raw.get("claims", []) if c.get("metric", "test_acc") != "test_acc"})
 
     def pub_for(row: str, variant: str, rate: float):
         """(published entry, True when it is the paper's row that a CPU-sized row is shown next to for scale)."""
@@ -230,7 +233,9 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                 + (f"Measured is each run's mean test accuracy (%) over its last {last_k} epochs (the target's "
                    f"`measure`: its learning rate is constant, so the last epoch alone jumps from epoch to epoch); "
                    if last_k else "Measured is the test accuracy (%) after the last epoch; ")
-                + "the best epoch's is shown for reference only (chosen on the test set, so optimistic).",
+                + "the best epoch's is shown for reference only (chosen on the test set, so optimistic)."
+                + "".join(f" The claims compare `{m}`, read the same way and shown after the test accuracy."
+                          for m in other_metrics),
                 ""]
         sources = data_sources(recs_all)
         if sources:
@@ -264,6 +269,10 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             teacher = [x for x in teacher if x is not None]
             wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
             meas = fmt_cell(accs)
+            for m in other_metrics:
+                vals = list(_by_seed(recs, last_k, m).values())
+                if vals:
+                    meas += f"; {m}: {fmt_cell(vals)}"
             at = raw.get("read_at_epoch")
             if at and accs:  # e.g. Data Parameters' README reads its noisy runs at epoch 84 (of 120)
                 ok = [r for r in recs if r["status"] == "ok"]
