@@ -563,6 +563,8 @@ def test_trend_and_train_metric_claims_in_the_report(tmp_path):
             # 6 epochs of training accuracy; measure last_k 5: the mean of epochs 2-6
             rec["history"] = [dict(rec["history"][0], epoch=e, test_acc=1.0,
                                    train_acc=(10.0 * e if plan.variant == "erm" else 2.0 * e)) for e in range(1, 7)]
+            if plan.variant == "dp-class":  # resumed from a mid-run checkpoint: its wall is the last process's
+                rec["provenance"].update(wall_seconds=50.0, engine={"resumed_from_epoch": 3})
             write_atomic(str(tmp_path / "results" / "runs" / dr.name / f"{plan.run_id}.json"), rec)
     text = write_report({sl.name: sl, dr.name: dr}, str(tmp_path / "results"), str(tmp_path / "R.md"))
     sl_text, dr_text = text.split("\n## superloss-fig5:")[1], text.split("\n## dataparams-random:")[1]
@@ -579,6 +581,9 @@ def test_trend_and_train_metric_claims_in_the_report(tmp_path):
     assert "| 1.00 (n=1); train_acc: 40.00 (n=1) |" in erm_row, erm_row
     dp_row = _line(dr_text, "| CPU row: CIFAR-100, all labels random, ResNet-20, 75 epochs, one seed, noise 1 | dp-class |")
     assert "; train_acc: 8.00 (n=1) |" in dp_row and "The claims compare `train_acc`" in dr_text, dp_row
+    # a resumed run's time is its last process's, and the cell says so; a run trained in one go gets no remark
+    assert dp_row.endswith("| 50 s (1 of 1 runs resumed, at epoch 3: the time of the last process only) |"), dp_row
+    assert "resumed" not in erm_row, erm_row
     # SuperLoss's claims are on test accuracy: no extra metric (its section ends where Data Parameters' begins)
     assert "train_acc:" not in sl_text.split("\n## dataparams-random:")[0]
     # the trend verdict is in the claims-at-a-glance summary too

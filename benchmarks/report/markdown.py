@@ -268,6 +268,11 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             teacher = [r["extras"].get("teacher_final_test_acc") for r in recs if r["status"] == "ok"]
             teacher = [x for x in teacher if x is not None]
             wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
+            resumed = [e for r in recs if r["status"] == "ok"
+                       if (e := r["provenance"].get("engine", {}).get("resumed_from_epoch"))]
+            took = (f"{sum(wall) / len(wall):.0f} s" if wall else "—") + (  # a resumed run's wall is its last process's
+                f" ({len(resumed)} of {len(wall)} runs resumed, at epoch {', '.join(map(str, resumed))}: "
+                "the time of the last process only)" if resumed else "")
             meas = fmt_cell(accs)
             for m in other_metrics:
                 vals = list(_by_seed(recs, last_k, m).values())
@@ -289,7 +294,7 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             rowname = labels[row] + (f", noise {rate:g}" if rate else "")
             best = fmt_cell([r["best_test_acc"] for r in recs if r["status"] == "ok"]) if accs else "—"
             out.append(f"| {rowname} | {name} | {pub_s} | {meas} | {diff} | {best} "
-                       f"| {fmt_cell(teacher) if teacher else '—'} | {f'{sum(wall) / len(wall):.0f} s' if wall else '—'} |")
+                       f"| {fmt_cell(teacher) if teacher else '—'} | {took} |")
         quoted = raw.get("published_only") or {}
         for p in raw.get("published", []):  # baselines the paper quotes and this suite never runs
             if p["variant"] in quoted:
