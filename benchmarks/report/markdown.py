@@ -265,11 +265,10 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
             accs = _accs(recs, last_k)
             diff = ("—" if (entry is None or not accs or entry.get("uncertain") or for_scale)
                     else f"{_stats(accs)[0] - entry['value']:+.2f}")
-            teacher = [r["extras"].get("teacher_final_test_acc") for r in recs if r["status"] == "ok"]
-            teacher = [x for x in teacher if x is not None]
-            wall = [r["provenance"]["wall_seconds"] for r in recs if r["status"] == "ok"]
-            resumed = [e for r in recs if r["status"] == "ok"
-                       if (e := r["provenance"].get("engine", {}).get("resumed_from_epoch"))]
+            ok = [r for r in recs if r["status"] == "ok"]
+            teacher = [x for r in ok if (x := r["extras"].get("teacher_final_test_acc")) is not None]
+            wall = [r["provenance"]["wall_seconds"] for r in ok]
+            resumed = [e for r in ok if (e := r["provenance"].get("engine", {}).get("resumed_from_epoch"))]
             took = (f"{sum(wall) / len(wall):.0f} s" if wall else "—") + (  # a resumed run's wall is its last process's
                 f" ({len(resumed)} of {len(wall)} runs resumed, at epoch {', '.join(map(str, resumed))}: "
                 "the time of the last process only)" if resumed else "")
@@ -280,19 +279,18 @@ def render_target(t: Target, cells: dict[str, list[dict]], results: str, report_
                     meas += f"; {m}: {fmt_cell(vals)}"
             at = raw.get("read_at_epoch")
             if at and accs:  # e.g. Data Parameters' README reads its noisy runs at epoch 84 (of 120)
-                ok = [r for r in recs if r["status"] == "ok"]
                 e, said = read_epoch(at, ok[0]["spec"]["recipe"]["epochs"])
                 vals = [h["test_acc"] for r in ok for h in r["history"] if h["epoch"] == e]
                 meas += f"; {said}: {fmt_cell(vals) if vals else 'not reached'}"
             bad = [r["status"] for r in recs if r["status"] != "ok"]
             if bad:
                 meas += f" [{', '.join(sorted(set(bad)))}: {len(bad)}]"
-            teachers_used = {r["extras"].get("teacher_checkpoint_sha256") for r in recs if r["status"] == "ok"} - {None}
-            if len(teachers_used) > len({r["spec"]["seed"] for r in recs if r["status"] == "ok"}):
+            teachers_used = {r["extras"].get("teacher_checkpoint_sha256") for r in ok} - {None}
+            if len(teachers_used) > len({r["spec"]["seed"] for r in ok}):
                 meas += " [students of one seed used different teacher weights: a teacher was retrained]"
             name = variant if variant == comp else f"{variant} (as {comp})"
             rowname = labels[row] + (f", noise {rate:g}" if rate else "")
-            best = fmt_cell([r["best_test_acc"] for r in recs if r["status"] == "ok"]) if accs else "—"
+            best = fmt_cell([r["best_test_acc"] for r in ok]) if accs else "—"
             out.append(f"| {rowname} | {name} | {pub_s} | {meas} | {diff} | {best} "
                        f"| {fmt_cell(teacher) if teacher else '—'} | {took} |")
         quoted = raw.get("published_only") or {}
